@@ -1,0 +1,47 @@
+"""Bounded random-access reads of a file, so that no parser can read a whole large file."""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+#: The most bytes one inspection may read; index structures of valid inputs need far less.
+READ_BUDGET = 32 * 1024 * 1024
+
+
+class ParseError(Exception):
+    """A file's structure could not be read; turned into ``MediaValidationError`` by the caller."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(detail)
+        self.rule = rule
+        self.detail = detail
+
+
+class BoundedReader:
+    """Reads at offsets of an open binary file, counting bytes against a budget."""
+
+    def __init__(self, fh: BinaryIO, budget: int = READ_BUDGET) -> None:
+        self._fh = fh
+        self.size = os.fstat(fh.fileno()).st_size
+        self.bytes_read = 0
+        self._budget = budget
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+        if offset < 0 or length < 0:
+            raise ParseError("structure", f"negative offset or length ({offset}, {length})")
+        length = max(0, min(length, self.size - offset))
+        if self.bytes_read + length > self._budget:
+            raise ParseError("structure", "index structures are implausibly large")
+        self._fh.seek(offset)
+        data = self._fh.read(length)
+        self.bytes_read += len(data)
+        return data
+
+    def read_exact(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset``, or a truncation error."""
+        data = self.read_at(offset, length)
+        if len(data) != length:
+            raise ParseError("truncated", f"file ends inside a structure at byte {offset}")
+        return data

@@ -1,0 +1,204 @@
+"""Plain, frozen value objects of the library; each checks itself when built (no I/O here)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+
+import attrs
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "MODEL_NAME",
+    "CharacterOrientation",
+    "Mode",
+    "MotionControlInput",
+    "PollSchedule",
+    "RateLimit",
+    "Task",
+    "TaskState",
+    "UploadedFile",
+]
+
+#: The only model this library speaks to (kie-api.md section 1.1).
+MODEL_NAME = "kling-2.6/motion-control"
+#: Longest prompt the service accepts (kie-api.md section 1.2).
+MAX_PROMPT_CHARS = 2500
+
+CharacterOrientation = Literal["image", "video"]
+Mode = Literal["720p", "1080p"]
+ORIENTATIONS: tuple[str, ...] = ("image", "video")
+MODES: tuple[str, ...] = ("720p", "1080p")
+
+
+def is_http_url(url: str) -> bool:
+    """Tell whether ``url`` is an absolute http(s) URL with a host."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _check_http_url(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not is_http_url(value):
+        raise ValueError(f"{attribute.name} must be an absolute http(s) URL, got {value!r}")
+
+
+def _check_prompt(_inst: object, _attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and len(value) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt has {len(value)} characters; at most {MAX_PROMPT_CHARS} allowed")
+
+
+@attrs.frozen
+class MotionControlInput:
+    """The ``input`` of a motion-control task: one hosted image, one hosted video, and options."""
+
+    image_url: str = attrs.field(validator=_check_http_url)
+    video_url: str = attrs.field(validator=_check_http_url)
+    prompt: str | None = attrs.field(default=None, validator=_check_prompt)
+    character_orientation: CharacterOrientation = attrs.field(
+        default="video", validator=attrs.validators.in_(ORIENTATIONS)
+    )
+    mode: Mode = attrs.field(default="720p", validator=attrs.validators.in_(MODES))
+
+    @property
+    def max_video_seconds(self) -> float:
+        """Longest reference video this orientation allows (10 s for image, 30 s for video)."""
+        return 10.0 if self.character_orientation == "image" else 30.0
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life: ``waiting → queuing → generating → success | fail``."""
+
+    WAITING = "waiting"
+    QUEUING = "queuing"
+    GENERATING = "generating"
+    SUCCESS = "success"
+    FAIL = "fail"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for ``success`` and ``fail``: the task will not change again."""
+        return self in (TaskState.SUCCESS, TaskState.FAIL)
+
+
+@attrs.frozen
+class Task:
+    """A task as the service reports it (recordInfo or a callback)."""
+
+    task_id: str
+    state: TaskState
+    model: str = MODEL_NAME
+    result_urls: tuple[str, ...] = ()
+    fail_code: str | None = None
+    fail_msg: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    completed_at: datetime | None = None
+    #: Processing time in seconds (the service's ``costTime``; older docs said milliseconds).
+    cost_time: float | None = None
+    credits_consumed: float | None = None
+    #: The input the task was created with, parsed from ``param`` when the service sent it.
+    input: MotionControlInput | None = None
+    callback_url: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the task succeeded or failed."""
+        return self.state.is_terminal
+
+
+@attrs.frozen
+class RateLimit:
+    """At most ``max_requests`` requests in any window of ``window`` seconds."""
+
+    max_requests: int = attrs.field(validator=attrs.validators.gt(0))
+    window: float = attrs.field(converter=float, validator=attrs.validators.gt(0.0))
+
+    def scaled(self, factor: float) -> RateLimit:
+        """The same limit with its window multiplied by ``factor`` (for a time-scaled simulator)."""
+        return RateLimit(self.max_requests, self.window * factor)
+
+    @property
+    def rate(self) -> float:
+        """Requests per second this limit allows on average."""
+        return self.max_requests / self.window
+
+
+def _check_phases(
+    _inst: object,
+    _attribute: attrs.Attribute[tuple[tuple[float, float], ...]],
+    value: tuple[tuple[float, float], ...],
+) -> None:
+    if not value:
+        raise ValueError("phases must not be empty")
+    previous = 0.0
+    for until, interval in value:
+        if interval <= 0:
+            raise ValueError(f"poll interval must be positive, got {interval}")
+        if until <= previous:
+            raise ValueError("phase ends must increase")
+        previous = until
+    if not math.isinf(value[-1][0]):
+        raise ValueError("the last phase must last forever (until=math.inf)")
+
+
+@attrs.frozen
+class PollSchedule:
+    """When to ask for a task's state: often at first, then less and less (kie-api.md section 2.1).
+
+    ``phases`` is a tuple of ``(until_seconds, interval_seconds)``: while the time since creation
+    is below ``until_seconds``, poll every ``interval_seconds``. The default follows the service's
+    guidance: every 3 s for the first 30 s, every 8 s until 2 min, then every 15 s. Each interval
+    is spread by ``±jitter`` (a fraction) so that many waits do not poll in step.
+    """
+
+    phases: tuple[tuple[float, float], ...] = attrs.field(
+        default=((30.0, 3.0), (120.0, 8.0), (math.inf, 15.0)), validator=_check_phases
+    )
+    first_delay: float = attrs.field(default=2.0, validator=attrs.validators.ge(0.0))
+    jitter: float = attrs.field(
+        default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
+    )
+
+    def interval_at(self, elapsed: float) -> float:
+        """Nominal interval between two polls when ``elapsed`` seconds have passed since creation."""
+        for until, interval in self.phases:
+            if elapsed < until:
+                return interval
+        return self.phases[-1][1]
+
+    def next_delay(self, elapsed: float, polls_done: int, spread: float) -> float:
+        """Seconds to sleep before the next poll; ``spread`` in [0, 1) picks a point in the jitter."""
+        base = self.first_delay if polls_done == 0 else self.interval_at(elapsed)
+        return base * (1.0 + self.jitter * (2.0 * spread - 1.0))
+
+    def scaled(self, factor: float) -> PollSchedule:
+        """The same schedule with every duration multiplied by ``factor``."""
+        return PollSchedule(
+            phases=tuple((until * factor, interval * factor) for until, interval in self.phases),
+            first_delay=self.first_delay * factor,
+            jitter=self.jitter,
+        )
+
+
+#: How long an uploaded file is taken to live: the shortest the docs state (kie-api.md section 4).
+UPLOAD_LIFETIME = timedelta(hours=24)
+
+
+@attrs.frozen
+class UploadedFile:
+    """A file hosted by the File Upload API; pass ``url`` to a task."""
+
+    url: str
+    file_name: str
+    file_path: str
+    size_bytes: int
+    mime_type: str
+    uploaded_at: datetime
+    expires_at: datetime
+
+    def is_usable_at(self, when: datetime, margin: timedelta = timedelta(minutes=30)) -> bool:
+        """True if the file is still hosted at ``when`` with ``margin`` to spare."""
+        return when + margin < self.expires_at
