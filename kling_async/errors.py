@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import os
 
     from .models import Task
 
@@ -188,7 +188,8 @@ class TaskFailedError(KlingError):
 
     def __init__(self, task: Task) -> None:
         super().__init__(
-            f"task {task.task_id} failed: [{task.fail_code or '?'}] {task.fail_msg or 'no reason given'}"
+            f"task {task.task_id} failed: "
+            f"[{task.fail_code or '?'}] {task.fail_msg or 'no reason given'}"
         )
         self.task = task
         self.fail_code = task.fail_code
@@ -209,7 +210,7 @@ class TaskTimeoutError(KlingError, TimeoutError):
 class MediaValidationError(KlingError, ValueError):
     """A local media file broke one of the service's rules; raised before any upload."""
 
-    def __init__(self, path: str | Path, rule: str, detail: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], rule: str, detail: str) -> None:
         super().__init__(f"{path}: {rule}: {detail}")
         self.path = str(path)
         self.rule = rule

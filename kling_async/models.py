@@ -45,7 +45,9 @@ def _check_http_url(_inst: object, attribute: attrs.Attribute[str], value: str) 
         raise ValueError(f"{attribute.name} must be an absolute http(s) URL, got {value!r}")
 
 
-def _check_prompt(_inst: object, _attribute: attrs.Attribute[str | None], value: str | None) -> None:
+def _check_prompt(
+    _inst: object, _attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
     if value is not None and len(value) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt has {len(value)} characters; at most {MAX_PROMPT_CHARS} allowed")
 
@@ -163,14 +165,14 @@ class PollSchedule:
     )
 
     def interval_at(self, elapsed: float) -> float:
-        """Nominal interval between two polls when ``elapsed`` seconds have passed since creation."""
+        """Nominal interval between polls once ``elapsed`` seconds have passed since creation."""
         for until, interval in self.phases:
             if elapsed < until:
                 return interval
         return self.phases[-1][1]
 
     def next_delay(self, elapsed: float, polls_done: int, spread: float) -> float:
-        """Seconds to sleep before the next poll; ``spread`` in [0, 1) picks a point in the jitter."""
+        """Seconds to sleep before the next poll; ``spread`` in [0, 1) picks within the jitter."""
         base = self.first_delay if polls_done == 0 else self.interval_at(elapsed)
         return base * (1.0 + self.jitter * (2.0 * spread - 1.0))
 

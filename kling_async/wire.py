@@ -59,7 +59,7 @@ def create_task_body(inp: MotionControlInput, callback_url: str | None = None) -
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped; None if absent."""
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
     if not value:
         return None
     value = value.strip()
@@ -237,7 +237,9 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _cost_seconds(cost: float | None, created: datetime | None, done: datetime | None) -> float | None:
+def _cost_seconds(
+    cost: float | None, created: datetime | None, done: datetime | None
+) -> float | None:
     """Read ``costTime`` as seconds; fall back to milliseconds when the timestamps say so."""
     if cost is None or created is None or done is None:
         return cost
@@ -321,7 +323,7 @@ def _parse_iso(value: Any) -> datetime | None:
 
 
 def parse_uploaded_file(data: Any, *, now: datetime) -> UploadedFile:
-    """Parse an upload answer's ``data``; ``expires_at`` is 24 h after upload unless stated sooner."""
+    """Parse an upload answer's ``data``; it expires 24 h after upload unless stated sooner."""
     if not isinstance(data, Mapping):
         raise ValueError(f"upload answer has no data object: {data!r}")
     url = data.get("downloadUrl") or data.get("fileUrl")

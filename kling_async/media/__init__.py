@@ -4,7 +4,8 @@ Nothing here decodes a frame or reads a whole file: MP4/MOV boxes are walked by 
 elements likewise, and images are read up to their frame header. Every failure to parse becomes a
 :class:`~kling_async.errors.MediaValidationError` naming the file and the rule.
 
-Sizes are read as binary megabytes (10 MB = 10 × 1024², 100 MB = 100 × 1024²), the common
+Sizes are read as binary megabytes (10 MB = 10 * 1024**2 bytes, 100 MB = 100 * 1024**2
+bytes), the common
 server-side reading; the service's docs do not say which they mean.
 """
 
@@ -93,7 +94,7 @@ class VideoInfo:
 
 
 def sniff_format(head: bytes) -> str | None:
-    """Name the format of a file from its first bytes (at least 16): ``jpeg``, ``gif``, ``mp4``..."""
+    """Name the format of a file from its first bytes (32 suffice): ``jpeg``, ``gif``, ``mp4``..."""
     if head.startswith(JPEG_MAGIC):
         return "jpeg"
     if head.startswith(PNG_MAGIC):
@@ -140,18 +141,19 @@ def _failure(path: Path, exc: BaseException) -> MediaValidationError:
 
 
 def inspect_image(path: str | os.PathLike[str]) -> ImageInfo:
-    """Read an image's format and size from its headers; raises ``MediaValidationError`` if unreadable."""
+    """Read an image's format and size from its headers; ``MediaValidationError`` if unreadable."""
     path = Path(path)
     reader, kind = _open(path)
     try:
+        fmt: ImageFormat
         if kind == "png":
-            size = read_png(reader)
+            fmt, size = "png", read_png(reader)
         elif kind == "jpeg":
-            size = read_jpeg(reader)
+            fmt, size = "jpeg", read_jpeg(reader)
         else:
             found = f"the content is {kind.upper()}" if kind else "the content is not an image"
             raise MediaValidationError(path, "format", f"{found}; only JPEG and PNG are accepted")
-        return ImageInfo(format=kind, width=size.width, height=size.height, size_bytes=reader.size)
+        return ImageInfo(format=fmt, width=size.width, height=size.height, size_bytes=reader.size)
     except MediaValidationError:
         raise
     except Exception as exc:  # any parse failure is the file's fault, never a crash
@@ -207,7 +209,7 @@ def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
 
 
 def validate_image(path: str | os.PathLike[str]) -> ImageInfo:
-    """Check an image against the service's rules; return its info or raise ``MediaValidationError``."""
+    """Check an image against the service's rules; return its info or raise."""
     info = inspect_image(path)
     if info.size_bytes > MAX_IMAGE_BYTES:
         raise MediaValidationError(

@@ -1,4 +1,4 @@
-"""Matroska / WebM header reading: EBML header, Segment Info, Tracks, Tags, and Cluster timecodes."""
+"""Matroska / WebM header reading: EBML header, Info, Tracks, Tags, and Cluster timecodes."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ _BLOCK_GROUP = 0xA0
 _BLOCK = 0xA1
 _BLOCK_DURATION = 0x9B
 # Level-1 elements: where an unknown-size Cluster ends.
-_LEVEL1 = frozenset({0x114D9B74, _INFO, _TRACKS, _CLUSTER, 0x1C53BB6B, 0x1941A469, 0x1043A770, _TAGS})
+_LEVEL1 = frozenset(
+    {0x114D9B74, _INFO, _TRACKS, _CLUSTER, 0x1C53BB6B, 0x1941A469, 0x1043A770, _TAGS}
+)
 _UNKNOWN = -1
 _MAX_CLUSTERS = 1_000_000
 
@@ -87,7 +89,9 @@ def _elements(
             return
         payload_end = payload + size
         if payload_end > end:
-            raise ParseError("truncated", f"element 0x{element_id:X} runs past the end of its parent")
+            raise ParseError(
+                "truncated", f"element 0x{element_id:X} runs past the end of its parent"
+            )
         yield element_id, payload, payload_end
         offset = payload_end
 
@@ -197,10 +201,14 @@ def read_matroska(reader: BoundedReader) -> MatroskaInfo:
                     elif sub_id == _SIMPLE_TAG and uid is not None:
                         simple = {i: (p, e) for i, p, e in _elements(reader, sub, sub_end)}
                         if _TAG_NAME in simple and _TAG_STRING in simple:
-                            name = reader.read_exact(simple[_TAG_NAME][0], simple[_TAG_NAME][1] - simple[_TAG_NAME][0])
+                            name = reader.read_exact(
+                                simple[_TAG_NAME][0], simple[_TAG_NAME][1] - simple[_TAG_NAME][0]
+                            )
                             if name.upper() == b"DURATION":
                                 start, end = simple[_TAG_STRING]
-                                text = reader.read_exact(start, end - start).decode("ascii", "replace")
+                                text = reader.read_exact(start, end - start).decode(
+                                    "ascii", "replace"
+                                )
                                 seconds = _tag_seconds(text.strip("\x00 "))
                                 if seconds is not None:
                                     tag_durations[uid] = seconds

@@ -11,7 +11,9 @@ import attrs
 from ._reader import BoundedReader, ParseError
 
 # Containers among top-level boxes that tell an ISO-BMFF / QuickTime file.
-TOP_LEVEL_TYPES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"})
+TOP_LEVEL_TYPES = frozenset(
+    {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+)
 _MAX_FRAGMENTS = 200_000
 
 
@@ -145,9 +147,7 @@ def _fragment_durations(
                 if pos + count * entry > sub_end:
                     raise ParseError("truncated", "a fragment's sample table runs past its box")
                 table = reader.read_exact(pos, count * entry)
-                total += sum(
-                    struct.unpack_from(">I", table, i * entry)[0] for i in range(count)
-                )
+                total += sum(struct.unpack_from(">I", table, i * entry)[0] for i in range(count))
         if track is not None:
             start_time = base_time if base_time is not None else track.fragment_end
             track.fragment_end = max(track.fragment_end, start_time + total)
@@ -178,7 +178,9 @@ def read_mp4(reader: BoundedReader) -> Mp4Info:
         if kind == b"mvhd":
             version, _ = _full_box(reader, payload)
             if version == 1:
-                timescale, movie_duration = struct.unpack(">IQ", reader.read_exact(payload + 20, 12))
+                timescale, movie_duration = struct.unpack(
+                    ">IQ", reader.read_exact(payload + 20, 12)
+                )
             else:
                 timescale, movie_duration = struct.unpack(">II", reader.read_exact(payload + 12, 8))
         elif kind == b"trak":

@@ -1,0 +1,76 @@
+"""kling_async: an asyncio client for kie.ai's kling-2.6/motion-control video model."""
+
+from __future__ import annotations
+
+from .errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    FeatureDisabledError,
+    GenerationFailedError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    KlingError,
+    MediaValidationError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    SubmissionUnknownError,
+    TaskFailedError,
+    TaskNotVisibleError,
+    TaskTimeoutError,
+    TransportError,
+)
+from .media import (
+    ImageInfo,
+    VideoInfo,
+    inspect_image,
+    inspect_video,
+    validate_image,
+    validate_video,
+)
+from .models import (
+    MotionControlInput,
+    PollSchedule,
+    RateLimit,
+    Task,
+    TaskState,
+    UploadedFile,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "FeatureDisabledError",
+    "GenerationFailedError",
+    "ImageInfo",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "KlingError",
+    "MediaValidationError",
+    "MotionControlInput",
+    "NotFoundError",
+    "PollSchedule",
+    "RateLimit",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "SubmissionUnknownError",
+    "Task",
+    "TaskFailedError",
+    "TaskNotVisibleError",
+    "TaskState",
+    "TaskTimeoutError",
+    "TransportError",
+    "UploadedFile",
+    "VideoInfo",
+    "__version__",
+    "inspect_image",
+    "inspect_video",
+    "validate_image",
+    "validate_video",
+]

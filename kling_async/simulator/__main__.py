@@ -1,0 +1,71 @@
+"""Run the simulator as a server: ``python -m kling_async.simulator --port 8080``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from ..models import RateLimit
+from . import Simulator, SimulatorConfig
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m kling_async.simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--upload-port",
+        type=int,
+        default=0,
+        help="serve the upload host on its own port (default: same port)",
+    )
+    parser.add_argument("--api-key", default=SimulatorConfig.api_key)
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="real seconds per nominal second (0.01: a 100 s task takes 1 s)",
+    )
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument(
+        "--http-error-status",
+        action="store_true",
+        help="send errors as real HTTP statuses instead of HTTP 200",
+    )
+    parser.add_argument("--create-limit", type=int, default=20, help="createTask per 10 s")
+    parser.add_argument("--query-limit", type=int, default=10, help="recordInfo per second")
+    return parser.parse_args(argv)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    config = SimulatorConfig(
+        api_key=args.api_key,
+        time_scale=args.time_scale,
+        failure_rate=args.failure_rate,
+        http_error_status=args.http_error_status,
+        create_limit=RateLimit(args.create_limit, 10.0),
+        query_limit=RateLimit(args.query_limit, 1.0),
+    )
+    sim = Simulator(
+        config,
+        host=args.host,
+        port=args.port,
+        upload_port=args.upload_port,
+        split_hosts=bool(args.upload_port),
+    )
+    async with sim:
+        # The key is the simulator's own, printed so a developer can point a client at it.
+        print(f"kie.ai simulator: base_url={sim.base_url} upload_base_url={sim.upload_base_url}")
+        print(f"api key: {sim.api_key}  webhook hmac key: {sim.webhook_hmac_key}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the simulator command."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(_parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

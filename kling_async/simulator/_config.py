@@ -1,0 +1,87 @@
+"""Settings of the simulator, in nominal seconds; ``time_scale`` turns them into real time."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..models import RateLimit
+
+__all__ = ["FaultConfig", "SimulatorConfig"]
+
+#: Endpoint names used in faults, the request log and counters.
+ENDPOINTS = (
+    "createTask",
+    "recordInfo",
+    "credit",
+    "downloadUrl",
+    "streamUpload",
+    "base64Upload",
+    "urlUpload",
+)
+
+
+@attrs.frozen
+class FaultConfig:
+    """Seeded fault injection: each fraction is the chance that one request gets that fault.
+
+    ``drop`` closes the connection before the request is processed (nothing happened);
+    ``drop_after`` processes it, then closes the connection (the answer is lost: a createTask
+    still creates its task); ``slow`` delays the answer by ``slow_seconds`` (nominal).
+    """
+
+    error_500: float = 0.0
+    error_455: float = 0.0
+    error_429: float = 0.0
+    drop: float = 0.0
+    drop_after: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 5.0
+    endpoints: frozenset[str] = frozenset(ENDPOINTS)
+    seed: int = 0
+
+    @property
+    def any(self) -> bool:
+        """True if some fault can happen."""
+        return any(
+            (self.error_500, self.error_455, self.error_429, self.drop, self.drop_after, self.slow)
+        )
+
+
+@attrs.frozen
+class SimulatorConfig:
+    """How the simulated service behaves. Durations are in the service's (nominal) seconds."""
+
+    api_key: str = "sk-sim-0123456789abcdef"
+    #: Starting balance of ``api_key`` (more keys: ``Simulator.add_key``).
+    credits: float = 100_000.0
+    #: The account's webhook HMAC key; None sends callbacks unsigned.
+    webhook_hmac_key: str | None = "sim-webhook-hmac-key"
+    #: Real seconds per nominal second: 0.01 runs a 100 s task in 1 s, windows included.
+    time_scale: float = 1.0
+    create_limit: RateLimit = RateLimit(20, 10.0)
+    query_limit: RateLimit = RateLimit(10, 1.0)
+    #: Nominal seconds spent in ``waiting``, ``queuing`` and ``generating``.
+    waiting_seconds: float = 2.0
+    queuing_seconds: float = 8.0
+    generating_seconds: float = 90.0
+    #: Chance that a task ends in ``fail`` (seeded by ``seed``).
+    failure_rate: float = 0.0
+    #: Right after creation recordInfo answers ``422 recordInfo is null`` for this long.
+    invisible_seconds: float = 1.0
+    #: False: errors as HTTP 200 with the code in the body (the newest docs); True: real statuses.
+    http_error_status: bool = False
+    faults: FaultConfig = FaultConfig()
+    #: Callback delivery: attempts per callback, nominal seconds between them, and timeout.
+    callback_attempts: int = 3
+    callback_retry_delay: float = 5.0
+    callback_timeout: float = 15.0
+    #: Chance that a callback is never sent (to test a client's fallback).
+    callback_drop_rate: float = 0.0
+    #: Uploaded files stay this many nominal seconds (the docs' conservative 24 h).
+    upload_lifetime: float = 24 * 3600.0
+    #: Largest upload accepted, and largest JSON body.
+    max_upload_bytes: int = 110 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024
+    #: Let createTask and URL upload fetch http(s) URLs the simulator does not host itself.
+    fetch_external_urls: bool = True
+    seed: int = 0

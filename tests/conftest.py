@@ -1,0 +1,86 @@
+"""Shared fixtures: the simulator on 127.0.0.1, raw HTTP clients, and the test media folder."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+from aiohttp import web
+
+from kling_async.simulator import Simulator, SimulatorConfig
+
+MEDIA = Path(__file__).parent / "media"
+# A time scale at which a whole 100 s task takes 0.5 s: fast, yet far above scheduling jitter.
+FAST = 0.005
+
+SimFactory = Callable[..., Awaitable[Simulator]]
+
+
+@pytest.fixture
+def media() -> Path:
+    """The folder of small real media files made by ffmpeg."""
+    return MEDIA
+
+
+@pytest.fixture
+async def make_sim() -> AsyncIterator[SimFactory]:
+    """Start simulators with given settings; all are closed at the end of the test."""
+    started: list[Simulator] = []
+
+    async def factory(split_hosts: bool = False, **settings: Any) -> Simulator:
+        config = attrs.evolve(SimulatorConfig(time_scale=FAST), **settings)
+        sim = Simulator(config, split_hosts=split_hosts)
+        await sim.start()
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        await sim.close()
+
+
+@pytest.fixture
+async def sim(make_sim: SimFactory) -> Simulator:
+    """A simulator with default settings at the fast time scale."""
+    return await make_sim()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client for talking to servers directly."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@attrs.define
+class Receiver:
+    """A tiny HTTP server that records the callbacks POSTed to it."""
+
+    url: str
+    received: list[tuple[dict[str, str], bytes]]
+    status: int = 200
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """An HTTP endpoint on 127.0.0.1 that records what is POSTed to ``/hook``."""
+    rec = Receiver(url="", received=[])
+
+    async def hook(request: web.Request) -> web.Response:
+        rec.received.append((dict(request.headers), await request.read()))
+        return web.json_response({"code": 200, "msg": "success"}, status=rec.status)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    rec.url = f"http://{host}:{port}/hook"
+    yield rec
+    await runner.cleanup()

@@ -1,0 +1,676 @@
+"""The simulator's documented behaviour, proven over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kling_async.models import RateLimit
+from kling_async.signature import compute_signature
+from kling_async.simulator import FaultConfig, Simulator
+
+from .conftest import MEDIA, Receiver, SimFactory
+
+
+def auth(sim: Simulator, key: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key or sim.api_key}"}
+
+
+async def upload(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    path: Path,
+    upload_path: str = "tests",
+    file_name: str | None = None,
+) -> dict[str, Any]:
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=path.name)
+    form.add_field("uploadPath", upload_path)
+    if file_name:
+        form.add_field("fileName", file_name)
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-stream-upload", data=form, headers=auth(sim)
+    ) as r:
+        body: dict[str, Any] = await r.json()
+    assert body["code"] == 200, body
+    return body
+
+
+def task_body(image_url: str, video_url: str, **changes: Any) -> dict[str, Any]:
+    inp = {
+        "input_urls": [image_url],
+        "video_urls": [video_url],
+        "character_orientation": "video",
+        "mode": "720p",
+    }
+    body: dict[str, Any] = {"model": "kling-2.6/motion-control", "input": inp}
+    for key, value in changes.items():
+        if key in ("model", "callBackUrl", "input"):
+            body[key] = value
+        elif value is None:
+            inp.pop(key, None)
+        else:
+            inp[key] = value
+    return body
+
+
+async def media_urls(
+    http: aiohttp.ClientSession, sim: Simulator, video: str = "d10.0.mp4"
+) -> tuple[str, str]:
+    image = await upload(http, sim, MEDIA / "portrait.png")
+    clip = await upload(http, sim, MEDIA / video)
+    return image["data"]["downloadUrl"], clip["data"]["downloadUrl"]
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    method: str,
+    path: str,
+    key: str | None = None,
+    **kwargs: Any,
+) -> tuple[int, dict[str, Any]]:
+    headers = kwargs.pop("headers", None) or auth(sim, key)
+    async with http.request(method, f"{sim.base_url}{path}", headers=headers, **kwargs) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def create(
+    http: aiohttp.ClientSession, sim: Simulator, body: dict[str, Any], key: str | None = None
+) -> dict[str, Any]:
+    return (await call(http, sim, "POST", "/api/v1/jobs/createTask", key, json=body))[1]
+
+
+async def record(http: aiohttp.ClientSession, sim: Simulator, task_id: str) -> dict[str, Any]:
+    return (await call(http, sim, "GET", f"/api/v1/jobs/recordInfo?taskId={task_id}"))[1]
+
+
+async def wait_terminal(
+    http: aiohttp.ClientSession, sim: Simulator, task_id: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        answer = await record(http, sim, task_id)
+        if answer["code"] == 200 and answer["data"]["state"] in ("success", "fail"):
+            return answer
+        await asyncio.sleep(0.02)
+    raise AssertionError("task did not finish")
+
+
+# -- auth and error transport -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("http_error_status", [False, True])
+async def test_missing_or_wrong_key_gets_documented_401(
+    make_sim: SimFactory, http: aiohttp.ClientSession, http_error_status: bool
+) -> None:
+    sim = await make_sim(http_error_status=http_error_status)
+    expected_status = 401 if http_error_status else 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": sim.api_key}):
+        status, body = await call(
+            http, sim, "POST", "/api/v1/jobs/createTask", headers=headers or {"X": "1"}, json={}
+        )
+        assert (status, body["code"], body["msg"]) == (
+            expected_status,
+            401,
+            "You do not have access permissions",
+        )
+        status, body = await call(
+            http, sim, "GET", "/api/v1/jobs/recordInfo?taskId=x", headers=headers or {"X": "1"}
+        )
+        assert (status, body["code"], body["msg"]) == (expected_status, 401, "Unauthorized")
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-base64-upload",
+        json={},
+        headers={"Authorization": "Bearer no"},
+    ) as r:
+        body = await r.json()
+        assert (r.status, body["code"], body["success"]) == (expected_status, 401, False)
+        assert body["msg"] == "Authentication failed: Invalid API Key"
+    assert sim.count("createTask", code=401) == 3
+
+
+async def test_unknown_route_is_a_real_404(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, sim, "GET", "/api/v1/nothing")
+    assert (status, body["code"]) == (404, 404)
+
+
+# -- createTask validation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "code", "fragment"),
+    [
+        ({"model": "kling-2.5/other"}, 422, "model"),
+        ({"input": None}, 422, "input is required"),
+        ({"input_urls": None}, 422, "input_urls is required"),
+        ({"video_urls": []}, 422, "video_urls is required"),
+        ({"input_urls": ["http://a.example/1.png", "http://a.example/2.png"]}, 422, "exactly one"),
+        ({"character_orientation": "side"}, 422, "character_orientation must be one of"),
+        ({"character_orientation": None}, 422, "character_orientation is required"),
+        ({"mode": "4k"}, 422, "mode must be one of"),
+        ({"prompt": "x" * 2501}, 422, "2500"),
+        ({"prompt": 5}, 422, "prompt must be a string"),
+        ({"callBackUrl": "ftp://x"}, 422, "callBackUrl"),
+        ({"input_urls": ["not a url"]}, 422, "not a valid URL"),
+    ],
+)
+async def test_create_task_rejects_invalid_bodies(
+    sim: Simulator, http: aiohttp.ClientSession, changes: dict[str, Any], code: int, fragment: str
+) -> None:
+    image, video = await media_urls(http, sim)
+    answer = await create(http, sim, task_body(image, video, **changes))
+    assert answer["code"] == code and fragment in answer["msg"], answer
+    assert sim.tasks_created[sim.api_key] == 0
+
+
+async def test_create_task_accepts_prompt_of_exactly_2500(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    image, video = await media_urls(http, sim)
+    answer = await create(http, sim, task_body(image, video, prompt="x" * 2500))
+    assert answer["code"] == 200 and len(answer["data"]["taskId"]) == 32
+
+
+async def test_urls_must_point_at_known_files(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    image, video = await media_urls(http, sim)
+    answer = await create(
+        http, sim, task_body(image, f"{sim.upload_base_url}/files/tests/missing.mp4")
+    )
+    assert answer["code"] == 422 and "not found" in answer["msg"]
+    answer = await create(http, sim, task_body(video, video))
+    assert answer["code"] == 422 and "image/jpeg or image/png" in answer["msg"]
+    answer = await create(http, sim, task_body(image, image))
+    assert answer["code"] == 422 and "video/mp4" in answer["msg"]
+
+
+async def test_unreachable_external_url_is_422(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    image, _ = await media_urls(http, sim)
+    answer = await create(http, sim, task_body(image, f"http://127.0.0.1:{port}/v.mp4"))
+    assert answer["code"] == 422 and "not reachable" in answer["msg"]
+
+
+@pytest.mark.parametrize(
+    ("video", "orientation", "accepted"),
+    [
+        ("d2.9.mp4", "video", False),
+        ("d3.0.mp4", "video", True),
+        ("d10.0.mp4", "image", True),
+        ("d10.5.mp4", "image", False),
+        ("d12.mov", "image", False),
+        ("d12.mov", "video", True),
+        ("d30.0.mp4", "video", True),
+        ("d30.2.mp4", "video", False),
+        ("matroska.mkv", "image", True),
+    ],
+)
+async def test_video_duration_is_checked_against_orientation(
+    sim: Simulator, http: aiohttp.ClientSession, video: str, orientation: str, accepted: bool
+) -> None:
+    image, clip = await media_urls(http, sim, video)
+    answer = await create(http, sim, task_body(image, clip, character_orientation=orientation))
+    assert (answer["code"] == 200) is accepted, answer
+    if not accepted:
+        assert answer["code"] == 422 and "duration" in answer["msg"]
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+async def test_lifecycle_goes_through_every_state_with_documented_fields(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(time_scale=0.01, invisible_seconds=0.5)
+    image, video = await media_urls(http, sim)
+    body = task_body(image, video, prompt="dance", callBackUrl="http://127.0.0.1:9/none")
+    task_id = (await create(http, sim, body))["data"]["taskId"]
+    first = await record(http, sim, task_id)
+    assert first == {"code": 422, "msg": "recordInfo is null", "data": None}
+    seen: list[str] = []
+    answer = first
+    while not seen or seen[-1] not in ("success", "fail"):
+        answer = await record(http, sim, task_id)
+        if answer["code"] == 200 and (not seen or seen[-1] != answer["data"]["state"]):
+            seen.append(answer["data"]["state"])
+        await asyncio.sleep(0.005)
+    assert seen == ["waiting", "queuing", "generating", "success"]
+    data = answer["data"]
+    assert json.loads(data["param"]) == body
+    result_urls = json.loads(data["resultJson"])["resultUrls"]
+    assert len(result_urls) == 1 and result_urls[0].endswith(".mp4")
+    assert data["completeTime"] - data["createTime"] == 100_000  # 2 + 8 + 90 nominal seconds
+    assert data["costTime"] == 100
+    assert data["creditsConsumed"] == pytest.approx(110.0)  # 10 s of 720p at 11 credits/s
+    async with http.get(result_urls[0]) as r:
+        assert r.status == 200 and (await r.read())[4:8] == b"ftyp"
+
+
+async def test_failed_task_reports_fail_code_and_costs_nothing(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(failure_rate=1.0)
+    image, video = await media_urls(http, sim)
+    before = sim.credits()
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    data = (await wait_terminal(http, sim, task_id))["data"]
+    assert (data["state"], data["failCode"], data["failMsg"]) == (
+        "fail",
+        "500",
+        "Internal server error",
+    )
+    assert data["creditsConsumed"] == 0 and data["resultJson"] is None
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["data"] == before
+
+
+async def test_record_info_errors(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    status, body = await call(http, sim, "GET", "/api/v1/jobs/recordInfo")
+    assert body == {"code": 400, "msg": "taskId parameter is required", "data": None}
+    body = await record(http, sim, "0" * 32)
+    assert body == {"code": 422, "msg": "recordInfo is null", "data": None}
+
+
+async def test_tasks_are_private_to_their_key(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sim.add_key("other-key")
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    await wait_terminal(http, sim, task_id)
+    status, body = await call(
+        http, sim, "GET", f"/api/v1/jobs/recordInfo?taskId={task_id}", key="other-key"
+    )
+    assert body["code"] == 422
+
+
+# -- credits ------------------------------------------------------------------------------------
+
+
+async def test_credits_are_charged_per_second_and_mode(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(credits=1000.0)
+    image, video = await media_urls(http, sim, "d10.0.mp4")
+    ids = [
+        (await create(http, sim, task_body(image, video, mode=mode)))["data"]["taskId"]
+        for mode in ("720p", "1080p")
+    ]
+    for task_id in ids:
+        await wait_terminal(http, sim, task_id)
+    status, body = await call(http, sim, "GET", "/api/v1/chat/credit")
+    assert body == {"code": 200, "msg": "success", "data": pytest.approx(1000 - 110 - 180)}
+
+
+async def test_insufficient_credits_is_402(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(credits=200.0)
+    image, video = await media_urls(http, sim, "d10.0.mp4")
+    assert (await create(http, sim, task_body(image, video)))["code"] == 200  # reserves 110
+    answer = await create(http, sim, task_body(image, video))
+    assert answer["code"] == 402 and answer["msg"] == "Credits insufficient"
+    assert sim.tasks_created[sim.api_key] == 1
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+
+async def test_create_limit_rejects_the_21st_in_a_window_and_does_not_queue(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    # Real time (scale 1): the 10 s window is far longer than 21 local requests take.
+    sim = await make_sim(time_scale=1.0)
+    image, video = await media_urls(http, sim)
+    codes = [(await create(http, sim, task_body(image, video)))["code"] for _ in range(21)]
+    assert codes == [200] * 20 + [429]
+    assert sim.rate_limited["createTask"] == 1
+    assert sim.tasks_created[sim.api_key] == 20
+    sim.add_key("second-key")  # the limit is per key
+    assert (await create(http, sim, task_body(image, video), key="second-key"))["code"] == 200
+
+
+async def test_query_limit_and_window_sliding(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(time_scale=1.0, query_limit=RateLimit(10, 4.0))
+    codes = [(await record(http, sim, "x" * 32))["code"] for _ in range(11)]
+    assert codes == [422] * 10 + [429]
+    sim2 = await make_sim(time_scale=0.05, query_limit=RateLimit(3, 4.0))  # window 0.2 s real
+    codes = [(await record(http, sim2, "x"))["code"] for _ in range(4)]
+    assert codes[:3] == [422] * 3 and codes[3] in (422, 429)
+    await asyncio.sleep(0.25)
+    assert (await record(http, sim2, "x"))["code"] == 422
+
+
+# -- callbacks -----------------------------------------------------------------------------------
+
+
+def test_signature_matches_documented_test_vector() -> None:
+    signature = compute_signature(
+        "e989621f54392584b05867f87b160672", "1767694163", "test-webhook-hmac-key"
+    )
+    assert signature == "qLqsoh/Fp4aR8mgDjSRNTjEn7DB3m+4pxkFPLI/kdmY="
+
+
+async def wait_for(predicate: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("failure_rate", [0.0, 1.0])
+async def test_callback_is_signed_and_carries_the_documented_body(
+    make_sim: SimFactory, http: aiohttp.ClientSession, receiver: Receiver, failure_rate: float
+) -> None:
+    sim = await make_sim(failure_rate=failure_rate)
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video, callBackUrl=receiver.url)))["data"][
+        "taskId"
+    ]
+    await wait_for(lambda: receiver.received)
+    headers, raw = receiver.received[0]
+    body = json.loads(raw)
+    assert body["data"]["taskId"] == task_id
+    if failure_rate:
+        assert (body["code"], body["msg"], body["data"]["state"]) == (
+            501,
+            "Playground task failed.",
+            "fail",
+        )
+    else:
+        assert (body["code"], body["data"]["state"]) == (200, "success")
+        assert json.loads(body["data"]["resultJson"])["resultUrls"]
+    timestamp = headers["X-Webhook-Timestamp"]
+    assert abs(int(timestamp) - time.time()) < 60
+    assert headers["X-Webhook-Signature"] == compute_signature(
+        task_id, timestamp, "sim-webhook-hmac-key"
+    )
+    assert len(receiver.received) == 1  # a 200 answer ends delivery
+
+
+async def test_callback_is_retried_then_given_up(
+    make_sim: SimFactory, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    sim = await make_sim(callback_attempts=3, callback_retry_delay=1.0, webhook_hmac_key=None)
+    image, video = await media_urls(http, sim)
+    await create(http, sim, task_body(image, video, callBackUrl=receiver.url))
+    await wait_for(lambda: len(sim.callbacks) == 3 and sim.callbacks[-1].status is not None)
+    assert [d.attempt for d in sim.callbacks] == [1, 2, 3]
+    assert all(d.status == 500 for d in sim.callbacks)
+    assert len(receiver.received) == 3
+    assert "X-Webhook-Signature" not in receiver.received[0][0]  # no HMAC key: unsigned
+
+
+# -- uploads -------------------------------------------------------------------------------------
+
+
+async def test_three_upload_methods_host_the_same_bytes(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    streamed = await upload(http, sim, MEDIA / "portrait.jpg", "images/a", "p.jpg")
+    assert streamed["success"] is True and streamed["msg"] == "File uploaded successfully"
+    data = streamed["data"]
+    assert (data["fileName"], data["filePath"], data["fileSize"], data["mimeType"]) == (
+        "p.jpg",
+        "images/a/p.jpg",
+        len(raw),
+        "image/jpeg",
+    )
+    assert data["uploadedAt"].endswith("Z")
+    encoded = "data:image/jpeg;base64," + base64.b64encode(raw).decode()
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-base64-upload",
+        json={"base64Data": encoded, "uploadPath": "images/b", "fileName": "b.jpg"},
+        headers=auth(sim),
+    ) as r:
+        b64 = await r.json()
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-url-upload",
+        json={"fileUrl": data["downloadUrl"], "uploadPath": "images/c"},
+        headers=auth(sim),
+    ) as r:
+        by_url = await r.json()
+    for answer in (streamed, b64, by_url):
+        async with http.get(answer["data"]["downloadUrl"]) as r:
+            assert r.status == 200 and await r.read() == raw
+
+
+async def test_same_name_overwrites_and_random_name_otherwise(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    first = await upload(http, sim, MEDIA / "portrait.png", "x", "same.png")
+    second = await upload(http, sim, MEDIA / "portrait.jpg", "x", "same.png")
+    assert first["data"]["downloadUrl"] == second["data"]["downloadUrl"]
+    async with http.get(first["data"]["downloadUrl"]) as r:
+        assert await r.read() == (MEDIA / "portrait.jpg").read_bytes()
+    a = await upload(http, sim, MEDIA / "portrait.png", "x")
+    b = await upload(http, sim, MEDIA / "portrait.png", "x")
+    assert a["data"]["fileName"] != b["data"]["fileName"]
+    assert a["data"]["fileName"].endswith(".png")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payload", "fragment"),
+    [
+        ("file-base64-upload", {"uploadPath": "x"}, "base64Data"),
+        ("file-base64-upload", {"base64Data": "aGVsbG8=", "uploadPath": ""}, "uploadPath"),
+        (
+            "file-base64-upload",
+            {"base64Data": "%%%not", "uploadPath": "x"},
+            "Base64 decoding failed",
+        ),
+        ("file-base64-upload", {"base64Data": "aGVsbG8=", "uploadPath": "../up"}, "uploadPath"),
+        ("file-url-upload", {"fileUrl": "nope", "uploadPath": "x"}, "fileUrl"),
+    ],
+)
+async def test_upload_errors_are_400(
+    sim: Simulator,
+    http: aiohttp.ClientSession,
+    endpoint: str,
+    payload: dict[str, Any],
+    fragment: str,
+) -> None:
+    async with http.post(
+        f"{sim.upload_base_url}/api/{endpoint}", json=payload, headers=auth(sim)
+    ) as r:
+        body = await r.json()
+    assert body["code"] == 400 and body["success"] is False and fragment in body["msg"]
+
+
+async def test_stream_upload_without_upload_path_is_400(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", b"data", filename="a.bin")
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-stream-upload", data=form, headers=auth(sim)
+    ) as r:
+        body = await r.json()
+    assert body == {"code": 400, "msg": "Missing required parameter: uploadPath", "success": False}
+
+
+async def test_uploaded_files_expire(make_sim: SimFactory, http: aiohttp.ClientSession) -> None:
+    sim = await make_sim(upload_lifetime=20.0)  # 0.1 s real
+    url = (await upload(http, sim, MEDIA / "portrait.png"))["data"]["downloadUrl"]
+    await asyncio.sleep(0.3)
+    async with http.get(url) as r:
+        assert r.status == 404
+
+
+async def test_split_hosts_serve_uploads_apart(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(split_hosts=True)
+    assert sim.base_url != sim.upload_base_url
+    answer = await upload(http, sim, MEDIA / "portrait.png")
+    assert answer["data"]["downloadUrl"].startswith(sim.upload_base_url)
+    async with http.post(f"{sim.base_url}/api/file-stream-upload", headers=auth(sim)) as r:
+        assert r.status == 404
+
+
+# -- bad requests never crash it ----------------------------------------------------------------
+
+
+async def test_bad_bodies_get_clear_answers(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(max_json_bytes=1000)
+    url = "/api/v1/jobs/createTask"
+    headers = {**auth(sim), "Content-Type": "application/json"}
+    assert (await call(http, sim, "POST", url, data=b"{oops", headers=headers))[1][
+        "msg"
+    ] == "Request body is not valid JSON"
+    assert (await call(http, sim, "POST", url, data=b"[1]", headers=headers))[1][
+        "msg"
+    ] == "Request body must be a JSON object"
+    status, body = await call(http, sim, "POST", url, data=b"x" * 5000, headers=headers)
+    assert body["code"] == 400 and "too large" in body["msg"]
+    status, body = await call(
+        http, sim, "POST", url, data=b"model=x", headers={**auth(sim), "Content-Type": "text/plain"}
+    )
+    assert body["code"] == 400 and "Content-Type" in body["msg"]
+    # Still serving afterwards.
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == 200
+
+
+# -- download-url ------------------------------------------------------------------------------
+
+
+async def test_download_url_gives_a_working_link_for_generated_files_only(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim()
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    result = json.loads((await wait_terminal(http, sim, task_id))["data"]["resultJson"])[
+        "resultUrls"
+    ][0]
+    status, body = await call(
+        http, sim, "POST", "/api/v1/common/download-url", json={"url": result}
+    )
+    assert body["code"] == 200
+    async with http.get(body["data"]) as r:
+        assert r.status == 200 and r.headers["Content-Type"] == "video/mp4"
+    status, body = await call(
+        http,
+        sim,
+        "POST",
+        "/api/v1/common/download-url",
+        json={"url": "https://elsewhere.example/a.mp4"},
+    )
+    assert body["code"] == 422
+    result_gets = [r for r in sim.requests if r.endpoint == "result"]
+    assert result_gets and not any(r.had_authorization for r in result_gets)
+
+
+# -- faults and time scale ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"), [("error_500", 500), ("error_455", 455), ("error_429", 429)]
+)
+async def test_injected_error_codes(
+    make_sim: SimFactory, http: aiohttp.ClientSession, fault: str, code: int
+) -> None:
+    sim = await make_sim(faults=FaultConfig(**{fault: 1.0}, endpoints=frozenset({"credit"})))
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == code
+    assert sim.requests[-1].fault == str(code)
+    assert sim.rate_limited == {"createTask": 0, "recordInfo": 0}  # injected 429s are not counted
+
+
+async def test_dropped_connection_before_and_after_processing(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim()
+    image, video = await media_urls(http, sim)
+    sim.reconfigure(faults=FaultConfig(drop=1.0, endpoints=frozenset({"createTask"})))
+    with pytest.raises(aiohttp.ClientError):
+        await create(http, sim, task_body(image, video))
+    assert sim.tasks_created[sim.api_key] == 0
+    sim.reconfigure(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+    with pytest.raises(aiohttp.ClientError):
+        await create(http, sim, task_body(image, video))
+    assert sim.tasks_created[sim.api_key] == 1  # the answer was lost, the task exists
+
+
+async def test_slow_answers_are_delayed(make_sim: SimFactory, http: aiohttp.ClientSession) -> None:
+    sim = await make_sim(time_scale=0.01, faults=FaultConfig(slow=1.0, slow_seconds=30.0))  # 0.3 s
+    start = time.monotonic()
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == 200
+    assert time.monotonic() - start >= 0.3
+    assert sim.requests[-1].fault == "slow"
+
+
+async def test_faults_are_seeded_and_reproducible(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    runs = []
+    for _ in range(2):
+        sim = await make_sim(faults=FaultConfig(error_500=0.3, error_455=0.2, seed=7))
+        codes = [
+            (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] for _ in range(30)
+        ]
+        runs.append(codes)
+    assert runs[0] == runs[1]
+    assert {200, 500, 455} <= set(runs[0])
+
+
+async def test_time_scale_stretches_every_duration(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    slow = await make_sim(time_scale=0.02)
+    image, video = await media_urls(http, slow)
+    created = time.monotonic()
+    task_id = (await create(http, slow, task_body(image, video)))["data"]["taskId"]
+    done = slow.completed_at(task_id) - created
+    assert 1.9 <= done <= 2.1  # 100 nominal seconds at 0.02
+    assert slow.now() < 100  # nominal clock runs 50x real
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+async def test_runs_as_a_command(http: aiohttp.ClientSession) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kling_async.simulator",
+            "--port",
+            str(port),
+            "--api-key",
+            "cli-key",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = await asyncio.to_thread(proc.stdout.readline)
+        assert f"127.0.0.1:{port}" in banner
+        async with http.get(
+            f"http://127.0.0.1:{port}/api/v1/chat/credit",
+            headers={"Authorization": "Bearer cli-key"},
+        ) as r:
+            assert (await r.json())["code"] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
