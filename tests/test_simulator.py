@@ -276,7 +276,7 @@ async def test_failed_task_reports_fail_code_and_costs_nothing(
 
 
 async def test_record_info_errors(sim: Simulator, http: aiohttp.ClientSession) -> None:
-    status, body = await call(http, sim, "GET", "/api/v1/jobs/recordInfo")
+    _status, body = await call(http, sim, "GET", "/api/v1/jobs/recordInfo")
     assert body == {"code": 400, "msg": "taskId parameter is required", "data": None}
     body = await record(http, sim, "0" * 32)
     assert body == {"code": 422, "msg": "recordInfo is null", "data": None}
@@ -287,7 +287,7 @@ async def test_tasks_are_private_to_their_key(sim: Simulator, http: aiohttp.Clie
     image, video = await media_urls(http, sim)
     task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
     await wait_terminal(http, sim, task_id)
-    status, body = await call(
+    _status, body = await call(
         http, sim, "GET", f"/api/v1/jobs/recordInfo?taskId={task_id}", key="other-key"
     )
     assert body["code"] == 422
@@ -307,7 +307,7 @@ async def test_credits_are_charged_per_second_and_mode(
     ]
     for task_id in ids:
         await wait_terminal(http, sim, task_id)
-    status, body = await call(http, sim, "GET", "/api/v1/chat/credit")
+    _status, body = await call(http, sim, "GET", "/api/v1/chat/credit")
     assert body == {"code": 200, "msg": "success", "data": pytest.approx(1000 - 110 - 180)}
 
 
@@ -536,9 +536,9 @@ async def test_bad_bodies_get_clear_answers(
     assert (await call(http, sim, "POST", url, data=b"[1]", headers=headers))[1][
         "msg"
     ] == "Request body must be a JSON object"
-    status, body = await call(http, sim, "POST", url, data=b"x" * 5000, headers=headers)
+    _status, body = await call(http, sim, "POST", url, data=b"x" * 5000, headers=headers)
     assert body["code"] == 400 and "too large" in body["msg"]
-    status, body = await call(
+    _status, body = await call(
         http, sim, "POST", url, data=b"model=x", headers={**auth(sim), "Content-Type": "text/plain"}
     )
     assert body["code"] == 400 and "Content-Type" in body["msg"]
@@ -558,13 +558,13 @@ async def test_download_url_gives_a_working_link_for_generated_files_only(
     result = json.loads((await wait_terminal(http, sim, task_id))["data"]["resultJson"])[
         "resultUrls"
     ][0]
-    status, body = await call(
+    _status, body = await call(
         http, sim, "POST", "/api/v1/common/download-url", json={"url": result}
     )
     assert body["code"] == 200
     async with http.get(body["data"]) as r:
         assert r.status == 200 and r.headers["Content-Type"] == "video/mp4"
-    status, body = await call(
+    _status, body = await call(
         http,
         sim,
         "POST",
