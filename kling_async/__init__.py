@@ -16,6 +16,7 @@ from .errors import (
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
+    SessionClosedError,
     SubmissionUnknownError,
     TaskFailedError,
     TaskNotVisibleError,
@@ -38,10 +39,13 @@ from .models import (
     TaskState,
     UploadedFile,
 )
+from .session import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL, KlingSession
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_UPLOAD_BASE_URL",
     "APIError",
     "AuthenticationError",
     "ConfigurationError",
@@ -51,6 +55,7 @@ __all__ = [
     "InsufficientCreditsError",
     "InvalidRequestError",
     "KlingError",
+    "KlingSession",
     "MediaValidationError",
     "MotionControlInput",
     "NotFoundError",
@@ -59,6 +64,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",
+    "SessionClosedError",
     "SubmissionUnknownError",
     "Task",
     "TaskFailedError",

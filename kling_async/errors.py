@@ -19,6 +19,7 @@
     ├── TaskFailedError(task)        the task ended in state ``fail``
     ├── TaskTimeoutError             a wait passed its deadline (also a ``TimeoutError``)
     ├── MediaValidationError         a local file broke a rule of the service, before any upload
+    ├── SessionClosedError           the session closed while an operation was waiting
     └── ConfigurationError           the session was set up wrongly (no key, unsafe base URL)
 
 An error code found in the body's ``code`` and the same code sent as an HTTP status map to the
@@ -48,6 +49,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",
+    "SessionClosedError",
     "SubmissionUnknownError",
     "TaskFailedError",
     "TaskNotVisibleError",
@@ -63,6 +65,10 @@ class KlingError(Exception):
 
 class ConfigurationError(KlingError, ValueError):
     """The session or a model was configured in a way that cannot work."""
+
+
+class SessionClosedError(KlingError):
+    """The session was closed while this operation was still waiting."""
 
 
 class TransportError(KlingError):

@@ -11,6 +11,7 @@ import attrs
 import pytest
 from aiohttp import web
 
+from kling_async import KlingSession, PollSchedule, RateLimit
 from kling_async.simulator import Simulator, SimulatorConfig
 
 MEDIA = Path(__file__).parent / "media"
@@ -84,3 +85,48 @@ async def receiver() -> AsyncIterator[Receiver]:
     rec.url = f"http://{host}:{port}/hook"
     yield rec
     await runner.cleanup()
+
+
+async def upload_raw(
+    http: aiohttp.ClientSession,
+    sim: Simulator,
+    path: Path,
+    upload_path: str = "tests",
+    file_name: str | None = None,
+) -> dict[str, Any]:
+    """Upload a file with a plain multipart request; return the whole answer."""
+    form = aiohttp.FormData()
+    form.add_field("file", path.read_bytes(), filename=path.name)
+    form.add_field("uploadPath", upload_path)
+    if file_name:
+        form.add_field("fileName", file_name)
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-stream-upload",
+        data=form,
+        headers={"Authorization": f"Bearer {sim.api_key}"},
+    ) as r:
+        body: dict[str, Any] = await r.json()
+    assert body["code"] == 200, body
+    return body
+
+
+async def media_urls(
+    http: aiohttp.ClientSession, sim: Simulator, video: str = "d10.0.mp4"
+) -> tuple[str, str]:
+    """Upload the test portrait and a test video; return their hosted URLs."""
+    image = await upload_raw(http, sim, MEDIA / "portrait.png")
+    clip = await upload_raw(http, sim, MEDIA / video)
+    return image["data"]["downloadUrl"], clip["data"]["downloadUrl"]
+
+
+def session_for(sim: Simulator, **settings: Any) -> KlingSession:
+    """A session pointed at ``sim`` with the documented limits and schedule, time-scaled alike."""
+    scale = sim.config.time_scale
+    settings.setdefault("create_limit", RateLimit(20, 10.0).scaled(scale))
+    settings.setdefault("query_limit", RateLimit(10, 1.0).scaled(scale))
+    settings.setdefault("poll", PollSchedule().scaled(scale))
+    settings.setdefault("retry_base", 0.01)
+    settings.setdefault("retry_cap", 0.1)
+    return KlingSession(
+        sim.api_key, base_url=sim.base_url, upload_base_url=sim.upload_base_url, **settings
+    )

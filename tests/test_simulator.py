@@ -19,31 +19,11 @@ from kling_async.models import RateLimit
 from kling_async.signature import compute_signature
 from kling_async.simulator import FaultConfig, Simulator
 
-from .conftest import MEDIA, Receiver, SimFactory
+from .conftest import MEDIA, Receiver, SimFactory, media_urls, upload_raw
 
 
 def auth(sim: Simulator, key: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key or sim.api_key}"}
-
-
-async def upload(
-    http: aiohttp.ClientSession,
-    sim: Simulator,
-    path: Path,
-    upload_path: str = "tests",
-    file_name: str | None = None,
-) -> dict[str, Any]:
-    form = aiohttp.FormData()
-    form.add_field("file", path.read_bytes(), filename=path.name)
-    form.add_field("uploadPath", upload_path)
-    if file_name:
-        form.add_field("fileName", file_name)
-    async with http.post(
-        f"{sim.upload_base_url}/api/file-stream-upload", data=form, headers=auth(sim)
-    ) as r:
-        body: dict[str, Any] = await r.json()
-    assert body["code"] == 200, body
-    return body
 
 
 def task_body(image_url: str, video_url: str, **changes: Any) -> dict[str, Any]:
@@ -62,14 +42,6 @@ def task_body(image_url: str, video_url: str, **changes: Any) -> dict[str, Any]:
         else:
             inp[key] = value
     return body
-
-
-async def media_urls(
-    http: aiohttp.ClientSession, sim: Simulator, video: str = "d10.0.mp4"
-) -> tuple[str, str]:
-    image = await upload(http, sim, MEDIA / "portrait.png")
-    clip = await upload(http, sim, MEDIA / video)
-    return image["data"]["downloadUrl"], clip["data"]["downloadUrl"]
 
 
 async def call(
@@ -420,7 +392,7 @@ async def test_three_upload_methods_host_the_same_bytes(
     sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
     raw = (MEDIA / "portrait.jpg").read_bytes()
-    streamed = await upload(http, sim, MEDIA / "portrait.jpg", "images/a", "p.jpg")
+    streamed = await upload_raw(http, sim, MEDIA / "portrait.jpg", "images/a", "p.jpg")
     assert streamed["success"] is True and streamed["msg"] == "File uploaded successfully"
     data = streamed["data"]
     assert (data["fileName"], data["filePath"], data["fileSize"], data["mimeType"]) == (
@@ -451,13 +423,13 @@ async def test_three_upload_methods_host_the_same_bytes(
 async def test_same_name_overwrites_and_random_name_otherwise(
     sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
-    first = await upload(http, sim, MEDIA / "portrait.png", "x", "same.png")
-    second = await upload(http, sim, MEDIA / "portrait.jpg", "x", "same.png")
+    first = await upload_raw(http, sim, MEDIA / "portrait.png", "x", "same.png")
+    second = await upload_raw(http, sim, MEDIA / "portrait.jpg", "x", "same.png")
     assert first["data"]["downloadUrl"] == second["data"]["downloadUrl"]
     async with http.get(first["data"]["downloadUrl"]) as r:
         assert await r.read() == (MEDIA / "portrait.jpg").read_bytes()
-    a = await upload(http, sim, MEDIA / "portrait.png", "x")
-    b = await upload(http, sim, MEDIA / "portrait.png", "x")
+    a = await upload_raw(http, sim, MEDIA / "portrait.png", "x")
+    b = await upload_raw(http, sim, MEDIA / "portrait.png", "x")
     assert a["data"]["fileName"] != b["data"]["fileName"]
     assert a["data"]["fileName"].endswith(".png")
 
@@ -504,7 +476,7 @@ async def test_stream_upload_without_upload_path_is_400(
 
 async def test_uploaded_files_expire(make_sim: SimFactory, http: aiohttp.ClientSession) -> None:
     sim = await make_sim(upload_lifetime=20.0)  # 0.1 s real
-    url = (await upload(http, sim, MEDIA / "portrait.png"))["data"]["downloadUrl"]
+    url = (await upload_raw(http, sim, MEDIA / "portrait.png"))["data"]["downloadUrl"]
     await asyncio.sleep(0.3)
     async with http.get(url) as r:
         assert r.status == 404
@@ -515,7 +487,7 @@ async def test_split_hosts_serve_uploads_apart(
 ) -> None:
     sim = await make_sim(split_hosts=True)
     assert sim.base_url != sim.upload_base_url
-    answer = await upload(http, sim, MEDIA / "portrait.png")
+    answer = await upload_raw(http, sim, MEDIA / "portrait.png")
     assert answer["data"]["downloadUrl"].startswith(sim.upload_base_url)
     async with http.post(f"{sim.base_url}/api/file-stream-upload", headers=auth(sim)) as r:
         assert r.status == 404

@@ -191,6 +191,9 @@ class Service:
                     "429": "Rate limit exceeded",
                 }
                 response: web.StreamResponse = self._answer(request, int(fault), messages[fault])
+                retry_after = self.config.faults.retry_after
+                if fault != "500" and retry_after is not None:
+                    response.headers["Retry-After"] = f"{retry_after:g}"
             else:
                 if fault == "slow":
                     await asyncio.sleep(self.real_seconds(self.config.faults.slow_seconds))
@@ -201,7 +204,8 @@ class Service:
             record.fault = record.fault or "drop"
             if request.transport is not None:
                 request.transport.abort()
-            raise
+            await asyncio.sleep(0)  # let aiohttp see the connection is gone before it answers
+            return web.Response(status=204)
         except _ApiAnswer as answer:
             response = self._answer(request, answer.code, answer.msg)
         except web.HTTPException as exc:

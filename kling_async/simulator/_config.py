@@ -36,6 +36,8 @@ class FaultConfig:
     drop_after: float = 0.0
     slow: float = 0.0
     slow_seconds: float = 5.0
+    #: Sent as a ``Retry-After`` header (real seconds) on injected 429 and 455 answers.
+    retry_after: float | None = None
     endpoints: frozenset[str] = frozenset(ENDPOINTS)
     seed: int = 0
 

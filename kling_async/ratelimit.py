@@ -1,0 +1,88 @@
+"""A client-side rate limiter that never lets the service see more than N requests per window.
+
+The service counts a request when it *arrives*; the client only knows when it *sent* it and when
+the answer *came back*. A request therefore holds its slot while in flight, and once its answer is
+back the slot stays taken for one full window counted from that moment. Since the answer comes
+back after the request arrived, any request sent later than one window after it arrives more than
+one window later too: the service's window never holds more than N. Sleepers hold no slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from .models import RateLimit
+
+__all__ = ["RateLimiter"]
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class RateLimiter:
+    """Grants slots first come, first served, under a :class:`RateLimit`."""
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._sleep = sleep
+        self._released: collections.deque[float] = collections.deque()
+        self._in_flight = 0
+        # asyncio.Lock wakes waiters in FIFO order: that is what makes the limiter fair.
+        self._turn = asyncio.Lock()
+        self._release_event = asyncio.Event()
+        #: Slots granted so far (for benchmarks and tests).
+        self.granted = 0
+
+    def _prune(self, now: float) -> None:
+        window = self.limit.window
+        while self._released and self._released[0] + window <= now:
+            self._released.popleft()
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken now: requests in flight plus answers back within the last window."""
+        self._prune(self._clock())
+        return self._in_flight + len(self._released)
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and take it; pair with :meth:`release`."""
+        async with self._turn:
+            while True:
+                now = self._clock()
+                self._prune(now)
+                if self._in_flight + len(self._released) < self.limit.max_requests:
+                    self._in_flight += 1
+                    self.granted += 1
+                    return
+                if self._released:
+                    await self._sleep(self._released[0] + self.limit.window - now)
+                else:
+                    # Every slot is in flight: nothing can free up before one of them answers.
+                    self._release_event.clear()
+                    await self._release_event.wait()
+
+    def release(self) -> None:
+        """Give back a slot once the answer (or the failure) is in: it frees one window later."""
+        self._in_flight -= 1
+        self._released.append(self._clock())
+        self._release_event.set()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold a slot for the duration of one request."""
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()

@@ -1,0 +1,442 @@
+"""``KlingSession``: create motion-control tasks and wait for many at once, under rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiohttp
+import backoff
+
+from .errors import (
+    ConfigurationError,
+    GenerationFailedError,
+    KlingError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    SessionClosedError,
+    SubmissionUnknownError,
+    TaskFailedError,
+    TaskNotVisibleError,
+    TaskTimeoutError,
+    TransportError,
+)
+from .models import MotionControlInput, PollSchedule, RateLimit, Task
+from .ratelimit import Clock, RateLimiter, Sleep
+from .transport import HttpTransport
+from .wire import (
+    create_task_body,
+    decode_answer,
+    parse_credits,
+    parse_download_url,
+    parse_task,
+    parse_task_id,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession"]
+
+log = logging.getLogger("kling_async")
+
+DEFAULT_BASE_URL = "https://api.kie.ai"
+DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
+API_KEY_ENV = "KIE_API_KEY"
+
+#: 20 createTask per 10 s per account (kie-api.md section 6).
+DEFAULT_CREATE_LIMIT = RateLimit(20, 10.0)
+#: 10 recordInfo per second per key (kie-api.md section 2.1).
+DEFAULT_QUERY_LIMIT = RateLimit(10, 1.0)
+DEFAULT_POLL = PollSchedule()
+
+OnUpdate = Callable[[Task], Awaitable[None] | None]
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(name: str, url: str, allow_insecure_http: bool) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL, got {url!r}")
+    if parts.scheme == "http" and not (allow_insecure_http or _is_loopback(url)):
+        raise ConfigurationError(
+            f"{name} {url!r} is plain http: the API key would travel unencrypted. Use https, "
+            "a loopback address, or pass allow_insecure_http=True."
+        )
+    return url.rstrip("/")
+
+
+def _retry_waits(base: float, cap: float, rng: random.Random) -> Any:
+    """Backoff wait generator: full-jitter exponential, never shorter than a ``Retry-After``."""
+    attempt = 0
+    error = yield  # backoff primes the generator, then sends each failure in
+    while True:
+        delay = rng.uniform(0.0, min(cap, base * 2**attempt))
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        attempt += 1
+        error = yield delay
+
+
+def _is_transient(exc: Exception) -> bool:
+    """Worth retrying for a safe call: rate limit, maintenance, 5xx (not 501), no answer."""
+    if isinstance(exc, GenerationFailedError):
+        return False
+    return isinstance(exc, RateLimitError | ServiceUnavailableError | ServerError | TransportError)
+
+
+def _create_surely_not_done(exc: Exception) -> bool:
+    """True only when a failed createTask surely created nothing, so a retry cannot double it."""
+    if isinstance(exc, RateLimitError | ServiceUnavailableError):
+        return True
+    return isinstance(exc, TransportError) and not exc.request_sent
+
+
+class KlingSession:
+    """An async session with kie.ai's kling-2.6/motion-control model.
+
+    Use it as ``async with KlingSession(api_key) as kling:``. Every coroutine of the session shares
+    one limiter for task creation (``create_limit``) and one for queries (``query_limit``), so the
+    service never has to answer 429 in steady state. ``poll`` sets when tasks are asked about,
+    ``max_retries`` how often a safe call is retried on 429/455/5xx/transport failures (with
+    jittered exponential backoff, honouring ``Retry-After``), and ``request_timeout`` bounds each
+    HTTP request. ``clock`` and ``sleep`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        upload_base_url: str = DEFAULT_UPLOAD_BASE_URL,
+        create_limit: RateLimit = DEFAULT_CREATE_LIMIT,
+        query_limit: RateLimit = DEFAULT_QUERY_LIMIT,
+        poll: PollSchedule = DEFAULT_POLL,
+        max_retries: int = 4,
+        request_timeout: float = 30.0,
+        retry_base: float = 0.5,
+        retry_cap: float = 20.0,
+        not_visible_grace: float = 60.0,
+        allow_insecure_http: bool = False,
+        http_session: aiohttp.ClientSession | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        seed: int | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not key or not key.strip():
+            raise ConfigurationError(
+                f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
+            )
+        if max_retries < 0 or request_timeout <= 0:
+            raise ConfigurationError("max_retries must be >= 0 and request_timeout > 0")
+        self.__api_key = key.strip()
+        self.base_url = _check_base_url("base_url", base_url, allow_insecure_http)
+        self.upload_base_url = _check_base_url(
+            "upload_base_url", upload_base_url, allow_insecure_http
+        )
+        self.create_limit = create_limit
+        self.query_limit = query_limit
+        self.poll = poll
+        self.max_retries = max_retries
+        self.request_timeout = request_timeout
+        self.not_visible_grace = not_visible_grace
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._own_http = http_session is None
+        self._http = http_session
+        self._transport: HttpTransport | None = None
+        self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
+        self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
+        self._created_at: dict[str, float] = {}
+        self._waits: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._call_safely = self._retrying(self._call, _is_transient)
+        self._create_with_retries = self._retrying(self._create_once, _create_surely_not_done)
+
+    def _retrying(
+        self, target: Callable[..., Awaitable[Any]], should_retry: Callable[[Exception], bool]
+    ) -> Callable[..., Awaitable[Any]]:
+        """Wrap ``target`` in backoff's retry loop: only ``should_retry`` errors are retried."""
+        decorate = backoff.on_exception(
+            _retry_waits,
+            KlingError,
+            max_tries=self.max_retries + 1,
+            jitter=None,
+            giveup=lambda exc: not should_retry(exc),
+            logger=None,
+            on_backoff=self._log_retry,
+            base=self._retry_base,
+            cap=self._retry_cap,
+            rng=self._rng,
+        )
+        return decorate(target)
+
+    def __repr__(self) -> str:
+        return f"KlingSession(base_url={self.base_url!r}, upload_base_url={self.upload_base_url!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open(self) -> HttpTransport:
+        if self._closed:
+            raise SessionClosedError("the session is closed")
+        if self._transport is None:
+            if self._http is None:
+                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+            self._transport = HttpTransport(self._http, timeout=self.request_timeout)
+        return self._transport
+
+    async def close(self) -> None:
+        """End waits still in flight (they raise ``SessionClosedError``) and close connections."""
+        self._closed = True
+        current = asyncio.current_task()
+        pending = [t for t in self._waits if t is not current and not t.done()]
+        for task in pending:
+            task.cancel("kling session closed")
+        if pending:
+            await asyncio.wait(pending)
+        if self._own_http and self._http is not None:
+            await self._http.close()
+        self._transport = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    # -- the one choke point for API requests --------------------------------------------------
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.__api_key}"}
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        limiter: RateLimiter | None = None,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
+        """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
+        transport = self._open()
+        started = time.perf_counter()
+        if limiter is not None:
+            await limiter.acquire()
+        try:
+            answer = await transport.send(
+                method,
+                url,
+                headers=self._auth_headers(),
+                json=json,
+                params=params,
+                data=data,
+                timeout=timeout,
+                what=endpoint,
+            )
+        finally:
+            if limiter is not None:
+                limiter.release()
+        log.debug(
+            "%s %s -> HTTP %d in %.0f ms",
+            method,
+            endpoint,
+            answer.status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return decode_answer(
+            answer.status,
+            answer.headers,
+            answer.body,
+            endpoint=endpoint,
+            now=datetime.now(UTC),
+        )
+
+    @staticmethod
+    def _log_retry(details: Any) -> None:
+        error = details.get("exception")
+        log.info(
+            "retrying %s in %.2f s (attempt %d failed: %s)",
+            details["args"][0] if details["args"] else "request",
+            details.get("wait", 0.0),
+            details["tries"],
+            error,
+        )
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def _create_once(self, endpoint: str, body: dict[str, Any]) -> str:
+        try:
+            data = await self._call(
+                endpoint,
+                "POST",
+                f"{self.base_url}/api/v1/jobs/createTask",
+                limiter=self._create_limiter,
+                json=body,
+            )
+        except TransportError as exc:
+            if exc.request_sent:
+                raise SubmissionUnknownError(
+                    f"createTask was sent but its answer was lost ({exc.message}); the task may "
+                    "exist and be charged, so it is not retried",
+                    request_body=body,
+                ) from exc
+            raise
+        return parse_task_id(data)
+
+    async def create_task(self, inp: MotionControlInput, callback_url: str | None = None) -> str:
+        """Create a task and return its id.
+
+        Retried only when the service surely created nothing (429, 455, or no connection); if the
+        request went out and its answer was lost, ``SubmissionUnknownError`` is raised instead.
+        """
+        body = create_task_body(inp, callback_url)
+        task_id: str = await self._create_with_retries("createTask", body)
+        self._created_at[task_id] = self._clock()
+        return task_id
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task's current state (one recordInfo query, retried on transient failures)."""
+        data = await self._call_safely(
+            "recordInfo",
+            "GET",
+            f"{self.base_url}/api/v1/jobs/recordInfo",
+            limiter=self._query_limiter,
+            params={"taskId": task_id},
+        )
+        try:
+            return parse_task(data)
+        except ValueError as exc:
+            raise KlingError(f"recordInfo for {task_id} was not understood: {exc}") from exc
+
+    async def wait_for_task(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        on_update: OnUpdate | None = None,
+    ) -> Task:
+        """Poll until the task ends; return it on success, raise ``TaskFailedError`` on failure.
+
+        ``timeout`` is a deadline for the whole wait on the monotonic clock (``TaskTimeoutError``);
+        ``on_update(task)`` (plain or async) is called on each change of state. Cancelling the wait
+        stops its polling at once.
+        """
+        current = asyncio.current_task()
+        if current is not None:
+            self._waits.add(current)
+        try:
+            return await self._wait(task_id, timeout, on_update)
+        except asyncio.CancelledError:
+            if self._closed and current is not None and current.cancelling() == 1:
+                current.uncancel()
+                raise SessionClosedError(
+                    f"the session closed while waiting for task {task_id}"
+                ) from None
+            raise
+        finally:
+            if current is not None:
+                self._waits.discard(current)
+            self._created_at.pop(task_id, None)
+
+    async def _wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
+        started = self._clock()
+        deadline = None if timeout is None else started + timeout
+        since = self._created_at.get(task_id, started)
+        polls = 0
+        last: Task | None = None
+        while True:
+            now = self._clock()
+            delay = self.poll.next_delay(now - since, polls, self._rng.random())
+            if deadline is not None and now + delay > deadline:
+                # One last look at the deadline itself, then give up.
+                delay = max(0.0, deadline - now)
+            await self._sleep(delay)
+            if self._closed:
+                raise SessionClosedError(f"the session closed while waiting for task {task_id}")
+            polls += 1
+            try:
+                query = self.get_task(task_id)
+                if deadline is not None:
+                    remaining = max(deadline - self._clock(), 0.001)
+                    task = await asyncio.wait_for(query, remaining)
+                else:
+                    task = await query
+            except TaskNotVisibleError:
+                if self._clock() - since > self.not_visible_grace:
+                    raise
+                task = None
+            except TimeoutError:
+                raise TaskTimeoutError(task_id, timeout or 0.0, last) from None
+            if task is not None:
+                changed = last is None or task.state is not last.state
+                last = task
+                if changed and on_update is not None:
+                    result = on_update(task)
+                    if inspect.isawaitable(result):
+                        await result
+                if task.state.is_terminal:
+                    if task.state.value == "fail":
+                        raise TaskFailedError(task)
+                    return task
+            if deadline is not None and self._clock() >= deadline:
+                raise TaskTimeoutError(task_id, timeout or 0.0, last)
+
+    # -- account and files ---------------------------------------------------------------------
+    async def get_credits(self) -> float:
+        """The account's remaining credits."""
+        data = await self._call_safely("credit", "GET", f"{self.base_url}/api/v1/chat/credit")
+        return parse_credits(data)
+
+    async def get_download_url(self, result_url: str) -> str:
+        """A temporary (20 min) download link for a file the service generated."""
+        data = await self._call_safely(
+            "downloadUrl",
+            "POST",
+            f"{self.base_url}/api/v1/common/download-url",
+            json={"url": result_url},
+        )
+        return parse_download_url(data)
+
+    # -- introspection for benchmarks and tests ------------------------------------------------
+    @property
+    def create_limiter(self) -> RateLimiter:
+        """The limiter shared by every task creation of this session."""
+        return self._create_limiter
+
+    @property
+    def query_limiter(self) -> RateLimiter:
+        """The limiter shared by every recordInfo query of this session."""
+        return self._query_limiter
