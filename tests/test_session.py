@@ -382,7 +382,7 @@ async def test_the_key_never_appears_in_repr_errors_or_logs(
         ):
             try:
                 await call
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 texts.extend([str(exc), repr(exc)])
     texts.extend(record.getMessage() for record in caplog.records)
     assert any("retrying" in t for t in texts)
