@@ -41,8 +41,9 @@ class RateLimiter:
         # asyncio.Lock wakes waiters in FIFO order: that is what makes the limiter fair.
         self._turn = asyncio.Lock()
         self._release_event = asyncio.Event()
-        #: Slots granted so far (for benchmarks and tests).
+        #: Slots granted so far, and callers waiting for one now (for benchmarks and tests).
         self.granted = 0
+        self.waiting = 0
 
     def _prune(self, now: float) -> None:
         window = self.limit.window
@@ -57,6 +58,13 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for a free slot and take it; pair with :meth:`release`."""
+        self.waiting += 1
+        try:
+            await self._acquire()
+        finally:
+            self.waiting -= 1
+
+    async def _acquire(self) -> None:
         async with self._turn:
             while True:
                 now = self._clock()

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import backoff
 
+from .downloads import choose_destination, stream_to_file
 from .errors import (
     ConfigurationError,
     GenerationFailedError,
@@ -32,9 +34,19 @@ from .errors import (
     TaskTimeoutError,
     TransportError,
 )
-from .models import MotionControlInput, PollSchedule, RateLimit, Task
+from .media import validate_image, validate_video
+from .models import (
+    CharacterOrientation,
+    MotionControlInput,
+    PollSchedule,
+    RateLimit,
+    Task,
+    UploadedFile,
+    is_http_url,
+)
 from .ratelimit import Clock, RateLimiter, Sleep
 from .transport import HttpTransport
+from .uploads import OnProgress, Uploader
 from .wire import (
     create_task_body,
     decode_answer,
@@ -57,6 +69,12 @@ DEFAULT_CREATE_LIMIT = RateLimit(20, 10.0)
 #: 10 recordInfo per second per key (kie-api.md section 2.1).
 DEFAULT_QUERY_LIMIT = RateLimit(10, 1.0)
 DEFAULT_POLL = PollSchedule()
+
+#: Where uploads go on the service (the docs' example layout).
+IMAGE_UPLOAD_PATH = "images/kling-async"
+VIDEO_UPLOAD_PATH = "videos/kling-async"
+FILE_UPLOAD_PATH = "files/kling-async"
+URL_UPLOAD_PATH = "urls/kling-async"
 
 OnUpdate = Callable[[Task], Awaitable[None] | None]
 
@@ -135,6 +153,7 @@ class KlingSession:
         retry_base: float = 0.5,
         retry_cap: float = 20.0,
         not_visible_grace: float = 60.0,
+        upload_concurrency: int = 4,
         allow_insecure_http: bool = False,
         http_session: aiohttp.ClientSession | None = None,
         clock: Clock = time.monotonic,
@@ -174,6 +193,16 @@ class KlingSession:
         self._retry_cap = retry_cap
         self._call_safely = self._retrying(self._call, _is_transient)
         self._create_with_retries = self._retrying(self._create_once, _create_surely_not_done)
+        # Large transfers: no total limit, but no silence longer than the request timeout.
+        self._transfer_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=request_timeout, sock_read=request_timeout
+        )
+        self._uploader = Uploader(
+            self._call_safely,
+            self.upload_base_url,
+            concurrency=upload_concurrency,
+            timeout=self._transfer_timeout,
+        )
 
     def _retrying(
         self, target: Callable[..., Awaitable[Any]], should_retry: Callable[[Exception], bool]
@@ -254,6 +283,8 @@ class KlingSession:
     ) -> Any:
         """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
         transport = self._open()
+        if callable(data):
+            data = data()  # a fresh multipart body for each attempt: a stream is read once
         started = time.perf_counter()
         if limiter is not None:
             await limiter.acquire()
@@ -429,6 +460,87 @@ class KlingSession:
             json={"url": result_url},
         )
         return parse_download_url(data)
+
+    # -- uploads and downloads -----------------------------------------------------------------
+    async def upload_image(
+        self, path: str | os.PathLike[str], *, on_progress: OnProgress | None = None
+    ) -> UploadedFile:
+        """Check an image against the service's rules (headers only), then stream it up."""
+        path = Path(path)
+        await asyncio.to_thread(validate_image, path)
+        return await self._uploader.upload_path(
+            path, upload_path=IMAGE_UPLOAD_PATH, file_name=None, on_progress=on_progress
+        )
+
+    async def upload_video(
+        self,
+        path: str | os.PathLike[str],
+        character_orientation: CharacterOrientation = "video",
+        on_progress: OnProgress | None = None,
+    ) -> UploadedFile:
+        """Check a video against the rules for ``character_orientation``, then stream it up."""
+        path = Path(path)
+        await asyncio.to_thread(validate_video, path, character_orientation)
+        return await self._uploader.upload_path(
+            path, upload_path=VIDEO_UPLOAD_PATH, file_name=None, on_progress=on_progress
+        )
+
+    async def upload_file(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        upload_path: str = FILE_UPLOAD_PATH,
+        file_name: str | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> UploadedFile:
+        """Upload any file or bytes, without media rules (a fixed ``file_name`` overwrites)."""
+        if isinstance(source, bytes):
+            return await self._uploader.upload_bytes(
+                source, upload_path=upload_path, file_name=file_name
+            )
+        return await self._uploader.upload_path(
+            Path(source), upload_path=upload_path, file_name=file_name, on_progress=on_progress
+        )
+
+    async def upload_from_url(
+        self, url: str, upload_path: str = URL_UPLOAD_PATH, file_name: str | None = None
+    ) -> UploadedFile:
+        """Have the service fetch a public http(s) URL and host it."""
+        if not is_http_url(url):
+            raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
+        return await self._uploader.upload_url(url, upload_path=upload_path, file_name=file_name)
+
+    async def download(
+        self,
+        url_or_task: str | Task,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> Path:
+        """Stream a result to ``dest`` (a file, or a folder to put it in); return the file's path.
+
+        The file appears complete or not at all (``.part``, then a rename). The request never
+        carries the API key: result files live on other hosts.
+        """
+        if isinstance(url_or_task, Task):
+            if not url_or_task.result_urls:
+                raise KlingError(f"task {url_or_task.task_id} has no result to download")
+            url = url_or_task.result_urls[0]
+        else:
+            url = url_or_task
+        if not is_http_url(url):
+            raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
+        target = choose_destination(url, Path(dest), overwrite=overwrite)
+        http = self._open().session
+        fetch = self._retrying(stream_to_file, _is_transient)
+        await fetch(http, url, target, timeout=self._transfer_timeout, on_progress=on_progress)
+        return target
+
+    @property
+    def uploads_sent(self) -> int:
+        """Uploads actually sent by this session (each content is sent once)."""
+        return self._uploader.sent
 
     # -- introspection for benchmarks and tests ------------------------------------------------
     @property
