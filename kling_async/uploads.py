@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles
+import aiofiles.threadpool
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -51,6 +53,20 @@ def content_digest(path: Path) -> tuple[str, int, bytes]:
     return digest.hexdigest(), size, head
 
 
+async def _open_for_reading(path: Path) -> Any:
+    """Open a file in a worker thread; if cancelled meanwhile, the file is still closed."""
+    loop = asyncio.get_running_loop()
+    opening = loop.run_in_executor(None, path.open, "rb")
+    try:
+        raw = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(
+            lambda done: done.exception() is None and done.result().close()  # type: ignore[func-returns-value]
+        )
+        raise
+    return aiofiles.threadpool.wrap(raw, loop=loop)
+
+
 class FilePayload(Payload):
     """A file streamed from disk with aiofiles, with a known size and progress reports."""
 
@@ -77,7 +93,8 @@ class FilePayload(Payload):
         """Stream the file in chunks; memory use does not grow with its size."""
         sent = 0
         total = self._file_size
-        async with aiofiles.open(self._path, "rb") as fh:
+        fh = await _open_for_reading(self._path)
+        try:
             while sent < total:
                 chunk = await fh.read(min(_CHUNK, total - sent))
                 if not chunk:
@@ -86,6 +103,8 @@ class FilePayload(Payload):
                 sent += len(chunk)
                 if self._on_progress is not None:
                     self._on_progress(sent, total)
+        finally:
+            await asyncio.shield(fh.close())
 
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
@@ -195,7 +214,10 @@ class Uploader:
                 data.add_field("uploadPath", upload_path)
                 data.add_field("fileName", name)
                 data.add_field(
-                    "file", content, filename=name, content_type=mime_of(content[:32], name)
+                    "file",
+                    io.BytesIO(content),
+                    filename=name,
+                    content_type=mime_of(content[:32], name),
                 )
                 return data
 
