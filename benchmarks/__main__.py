@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from . import bench_polling
+from . import bench_polling, bench_upload
 
 
 def main() -> None:
+    asyncio.run(bench_upload.main())
     asyncio.run(bench_polling.main())
 
 

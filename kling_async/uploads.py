@@ -29,7 +29,7 @@ from .wire import parse_uploaded_file
 
 __all__ = ["FilePayload", "Uploader", "content_digest"]
 
-_CHUNK = 256 * 1024
+_CHUNK = 1024 * 1024
 #: In-memory uploads up to this size go as base64 JSON; larger ones as a multipart stream.
 BASE64_MAX_BYTES = 1024 * 1024
 

@@ -67,6 +67,7 @@ def test_container_is_judged_by_content(tmp_path: Path, name: str, container: st
         ("aac10.mkv", "image", "max-duration"),  # 10.128 s: over 10 s even with tolerance
         ("d10.5.mp4", "image", "max-duration"),
         ("d10.5.mp4", "video", None),
+        ("audio_longer.mp4", "image", None),  # video 10.0 s, audio 10.5 s: judged on the video
         ("d30.0.mp4", "video", None),
         ("d30.2.mp4", "video", "max-duration"),
         ("webm.webm", "video", "format"),

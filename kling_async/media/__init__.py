@@ -4,6 +4,12 @@ Nothing here decodes a frame or reads a whole file: MP4/MOV boxes are walked by 
 elements likewise, and images are read up to their frame header. Every failure to parse becomes a
 :class:`~kling_async.errors.MediaValidationError` naming the file and the rule.
 
+The reader is our own (about 600 lines, no dependency) rather than pymediainfo, PyAV, hachoir,
+mutagen or pymp4: measured on this project's files, those either hang on damaged input, decode
+frames, miss fragmented MP4 or QuickTime, or are GPL; this one matches ffprobe to 0.05 s on every
+container, reads a few KB of a 100 MB file and is over 1000x faster than one ffprobe run
+(``benchmarks/bench_upload.py``).
+
 Sizes are read as binary megabytes (10 MB = 10 * 1024**2 bytes, 100 MB = 100 * 1024**2
 bytes), the common
 server-side reading; the service's docs do not say which they mean.

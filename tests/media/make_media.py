@@ -55,7 +55,8 @@ def videos() -> None:
         "-g",
         "5",
     )
-    ffmpeg("audio_longer.mp4", *V, "-t", "10", *A, "-t", "10.5", *X264, "-c:a", "aac")
+    # Input options precede their input: video 10.0 s, audio 10.5 s.
+    ffmpeg("audio_longer.mp4", "-t", "10", *V, "-t", "10.5", *A, *X264, "-c:a", "aac")
     ffmpeg("webm.webm", *V, "-t", "4", "-c:v", "libvpx", "-b:v", "20k")
     ffmpeg("d12.mov", *V, "-t", "12", *X264)
     # Matroska written to a pipe has no Duration element and unknown sizes.
