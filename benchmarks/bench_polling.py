@@ -10,6 +10,7 @@ completion on the simulator to the client returning it (median and p95, in nomin
 from __future__ import annotations
 
 import argparse
+import resource
 import asyncio
 import statistics
 import time
@@ -170,11 +171,54 @@ async def run_naive(n: int, scale: float) -> dict[str, Any]:
         return report("naive gather loop", sim, delays, len(delays), n, scale)
 
 
+async def run_scale(n: int, scale: float) -> None:
+    """Create ``n`` tasks, then wait for all of them at once in one session."""
+    config = SimulatorConfig(time_scale=scale, generating_seconds=6000.0, credits=1e9)
+    async with Simulator(config) as sim, aiohttp.ClientSession() as http:
+        inp = await inputs(sim, http)
+        async with KlingSession(
+            sim.api_key,
+            base_url=sim.base_url,
+            upload_base_url=sim.upload_base_url,
+            create_limit=CREATE.scaled(scale),
+            query_limit=QUERY.scaled(scale),
+            poll=PollSchedule().scaled(scale),
+        ) as kling:
+            started = time.monotonic()
+            cpu = time.process_time()
+            ids = await asyncio.gather(*(kling.create_task(inp) for _ in range(n)))
+            created = time.monotonic()
+            peak_waits = 0
+
+            async def one(task_id: str) -> None:
+                nonlocal peak_waits
+                peak_waits = max(peak_waits, len(kling._waits))
+                await kling.wait_for_task(task_id)
+
+            await asyncio.gather(*(one(i) for i in ids))
+            done = time.monotonic()
+            cpu = time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"\n== scale: {n} tasks created, then {peak_waits} waits in flight at once "
+        f"(time scale {scale}) ==\n"
+        f"created in {created - started:.1f} s, all waits done {done - created:.1f} s later; "
+        f"429s {sum(sim.rate_limited.values())}; queries per task "
+        f"{sim.count('recordInfo') / n:.1f}; CPU {cpu * 1e6 / n:.0f} us per task "
+        f"(client and simulator in one process); peak RSS {rss:.0f} MB"
+    )
+
+
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--time-scale", type=float, default=0.05)
+    parser.add_argument("--scale-waits", type=int, default=10_000)
     args = parser.parse_args(argv)
+    if args.scale_waits:
+        await run_scale(args.scale_waits, 0.002)
+    if not args.tasks:
+        return
     started = time.monotonic()
     rows = [
         await run_ours(args.tasks, args.time_scale),

@@ -645,3 +645,36 @@ async def test_runs_as_a_command(http: aiohttp.ClientSession) -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_reachable_external_urls_are_fetched_and_checked(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    from aiohttp import web
+
+    async def serve(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(MEDIA / request.match_info["name"])
+
+    app = web.Application()
+    app.router.add_get("/{name}", serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        external = f"http://{host}:{port}"
+        answer = await create(
+            http, sim, task_body(f"{external}/portrait.jpg", f"{external}/d10.0.mp4")
+        )
+        assert answer["code"] == 200
+        answer = await create(
+            http,
+            sim,
+            task_body(
+                f"{external}/portrait.jpg", f"{external}/d12.mov", character_orientation="image"
+            ),
+        )
+        assert answer["code"] == 422 and "duration" in answer["msg"]
+    finally:
+        await runner.cleanup()
