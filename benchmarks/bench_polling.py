@@ -10,8 +10,8 @@ completion on the simulator to the client returning it (median and p95, in nomin
 from __future__ import annotations
 
 import argparse
-import resource
 import asyncio
+import resource
 import statistics
 import time
 from pathlib import Path
