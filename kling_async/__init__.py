@@ -23,6 +23,8 @@ from .errors import (
     TaskTimeoutError,
     TransportError,
 )
+from .jobs import GenerationResult, Job, JobEvent, JobEventKind, JobOutcome
+from .journal import JournalLockedError
 from .media import (
     ImageInfo,
     VideoInfo,
@@ -51,9 +53,15 @@ __all__ = [
     "ConfigurationError",
     "FeatureDisabledError",
     "GenerationFailedError",
+    "GenerationResult",
     "ImageInfo",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Job",
+    "JobEvent",
+    "JobEventKind",
+    "JobOutcome",
+    "JournalLockedError",
     "KlingError",
     "KlingSession",
     "MediaValidationError",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import ipaddress
 import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import backoff
 
+from .batch import JobRunner, OnEvent, run_many
 from .downloads import choose_destination, stream_to_file
 from .errors import (
     ConfigurationError,
@@ -34,9 +36,12 @@ from .errors import (
     TaskTimeoutError,
     TransportError,
 )
+from .jobs import GenerationResult, Job, JobOutcome, MediaSource
+from .journal import Journal
 from .media import validate_image, validate_video
 from .models import (
     CharacterOrientation,
+    Mode,
     MotionControlInput,
     PollSchedule,
     RateLimit,
@@ -280,6 +285,7 @@ class KlingSession:
         params: Mapping[str, str] | None = None,
         data: Any = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
         transport = self._open()
@@ -289,6 +295,8 @@ class KlingSession:
         if limiter is not None:
             await limiter.acquire()
         try:
+            if before_send is not None:
+                await before_send()
             answer = await transport.send(
                 method,
                 url,
@@ -329,7 +337,12 @@ class KlingSession:
         )
 
     # -- tasks ---------------------------------------------------------------------------------
-    async def _create_once(self, endpoint: str, body: dict[str, Any]) -> str:
+    async def _create_once(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        before_send: Callable[[], Awaitable[None]] | None,
+    ) -> str:
         try:
             data = await self._call(
                 endpoint,
@@ -337,6 +350,7 @@ class KlingSession:
                 f"{self.base_url}/api/v1/jobs/createTask",
                 limiter=self._create_limiter,
                 json=body,
+                before_send=before_send,
             )
         except TransportError as exc:
             if exc.request_sent:
@@ -348,14 +362,22 @@ class KlingSession:
             raise
         return parse_task_id(data)
 
-    async def create_task(self, inp: MotionControlInput, callback_url: str | None = None) -> str:
+    async def create_task(
+        self,
+        inp: MotionControlInput,
+        callback_url: str | None = None,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> str:
         """Create a task and return its id.
 
         Retried only when the service surely created nothing (429, 455, or no connection); if the
         request went out and its answer was lost, ``SubmissionUnknownError`` is raised instead.
+        ``before_send`` is awaited just before each attempt leaves (after its rate-limit slot is
+        granted): the place to record "this task may now exist" in a journal of your own.
         """
         body = create_task_body(inp, callback_url)
-        task_id: str = await self._create_with_retries("createTask", body)
+        task_id: str = await self._create_with_retries("createTask", body, before_send)
         self._created_at[task_id] = self._clock()
         return task_id
 
@@ -460,6 +482,58 @@ class KlingSession:
             json={"url": result_url},
         )
         return parse_download_url(data)
+
+    # -- the whole chain ----------------------------------------------------------------------
+    async def generate(
+        self,
+        image: MediaSource,
+        video: MediaSource,
+        *,
+        prompt: str | None = None,
+        character_orientation: CharacterOrientation = "video",
+        mode: Mode = "720p",
+        callback_url: str | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        on_event: OnEvent | None = None,
+    ) -> GenerationResult:
+        """Validate, upload, create, wait and (with ``download_to``) download one clip.
+
+        ``image`` and ``video`` are local paths, ``UploadedFile`` values or http(s) URLs (used as
+        is). Errors raise the classes of :mod:`kling_async.errors`.
+        """
+        job = Job(image, video, prompt, character_orientation, mode)
+        runner = JobRunner(
+            self, download_to=download_to, on_event=on_event, callback_url=callback_url
+        )
+        return await runner.run(job)
+
+    async def generate_many(
+        self,
+        jobs: Iterable[Job] | AsyncIterable[Job],
+        *,
+        journal: str | os.PathLike[str] | None = None,
+        download_to: str | os.PathLike[str] | None = None,
+        on_event: OnEvent | None = None,
+        max_pending: int | None = None,
+        max_running: int | None = None,
+    ) -> AsyncIterator[JobOutcome]:
+        """Run many jobs at once; yield a ``JobOutcome`` as each one completes.
+
+        ``jobs`` (a plain or async iterable) is pulled lazily: at most ``max_pending`` jobs
+        (default: twice the create limit) are taken but not yet created, and at most
+        ``max_running`` (default: no cap) have a task in progress. With ``journal`` (a SQLite
+        file path), a rerun after a crash resumes tasks instead of creating them again.
+        """
+        pending = max_pending or 2 * self.create_limit.max_requests
+        async with contextlib.AsyncExitStack() as stack:
+            book = await stack.enter_async_context(Journal(journal)) if journal else None
+            runner = JobRunner(self, journal=book, download_to=download_to, on_event=on_event)
+            outcomes = run_many(runner, jobs, max_pending=pending, max_running=max_running)
+            try:
+                async for outcome in outcomes:
+                    yield outcome
+            finally:
+                await outcomes.aclose()
 
     # -- uploads and downloads -----------------------------------------------------------------
     async def upload_image(

@@ -67,6 +67,12 @@ async def _open_for_reading(path: Path) -> Any:
     return aiofiles.threadpool.wrap(raw, loop=loop)
 
 
+def _identity(path: Path) -> tuple[str, int, int, int]:
+    """What tells a file apart without reading it: path, size, modification time, inode."""
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
 class FilePayload(Payload):
     """A file streamed from disk with aiofiles, with a known size and progress reports."""
 
@@ -150,8 +156,22 @@ class Uploader:
         self._timeout = timeout
         self._cache: dict[tuple[str, int, str], UploadedFile] = {}
         self._in_flight: dict[tuple[str, int, str], asyncio.Future[UploadedFile]] = {}
+        # Digests by file identity: a batch sharing one video hashes it once, not per job.
+        self._digests: dict[tuple[str, int, int, int], asyncio.Task[tuple[str, int, bytes]]] = {}
         #: Uploads actually sent (cache hits excluded).
         self.sent = 0
+
+    async def _digest(self, path: Path) -> tuple[str, int, bytes]:
+        identity = await asyncio.to_thread(_identity, path)
+        job = self._digests.get(identity)
+        if job is None:
+            job = asyncio.ensure_future(asyncio.to_thread(content_digest, path))
+            self._digests[identity] = job
+        try:
+            return await asyncio.shield(job)
+        except Exception:
+            self._digests.pop(identity, None)
+            raise
 
     async def upload_path(
         self,
@@ -162,7 +182,7 @@ class Uploader:
         on_progress: OnProgress | None,
     ) -> UploadedFile:
         """Upload a file from disk, or reuse the upload of the same content this session."""
-        digest, size, head = await asyncio.to_thread(content_digest, path)
+        digest, size, head = await self._digest(path)
         key = (digest, size, upload_path if file_name is None else f"{upload_path}/{file_name}")
         name = file_name or default_file_name(digest, path.name, head)
 

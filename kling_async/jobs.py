@@ -1,0 +1,116 @@
+"""Values of the batch layer: a job, its events, its outcome (no I/O here)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import attrs
+
+from .models import MODES, ORIENTATIONS, CharacterOrientation, Mode, Task, UploadedFile, is_http_url
+
+__all__ = [
+    "GenerationResult",
+    "Job",
+    "JobEvent",
+    "JobEventKind",
+    "JobOutcome",
+    "MediaSource",
+]
+
+#: A local file, a file already uploaded, or an http(s) URL used as is.
+MediaSource = str | os.PathLike[str] | UploadedFile
+
+
+def describe_source(source: MediaSource) -> str:
+    """A stable text for a media source, used to derive a job's default key."""
+    if isinstance(source, UploadedFile):
+        return source.url
+    text = os.fspath(source)
+    return text if is_http_url(text) else str(Path(text).resolve())
+
+
+@attrs.frozen
+class Job:
+    """One clip to make: a character picture, a motion video and options.
+
+    ``key`` is the caller's stable id for the job; by default a hash of its inputs, so two jobs
+    with the same inputs share a key (give them keys of their own to make both).
+    """
+
+    image: MediaSource
+    video: MediaSource
+    prompt: str | None = None
+    character_orientation: CharacterOrientation = attrs.field(
+        default="video", validator=attrs.validators.in_(ORIENTATIONS)
+    )
+    mode: Mode = attrs.field(default="720p", validator=attrs.validators.in_(MODES))
+    key: str | None = None
+
+    @property
+    def job_key(self) -> str:
+        """``key`` if given, else a hash of the inputs."""
+        if self.key is not None:
+            return self.key
+        fields = [
+            describe_source(self.image),
+            describe_source(self.video),
+            self.prompt,
+            self.character_orientation,
+            self.mode,
+        ]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+
+
+class JobEventKind(enum.Enum):
+    """The steps a job reports."""
+
+    VALIDATED = "validated"
+    UPLOADED = "uploaded"
+    CREATED = "created"
+    RESUMED = "resumed"
+    STATE_CHANGED = "state_changed"
+    DOWNLOADED = "downloaded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class JobEvent:
+    """One step of one job, for progress bars and chat bots."""
+
+    kind: JobEventKind
+    job_key: str
+    task_id: str | None = None
+    task: Task | None = None
+    #: Bytes uploaded or downloaded, where the step moved a file.
+    bytes: int | None = None
+    path: Path | None = None
+    error: BaseException | None = None
+    detail: str | None = None
+
+
+@attrs.frozen
+class GenerationResult:
+    """A finished clip: the task, its result URLs, and the files downloaded (if asked)."""
+
+    task: Task
+    result_urls: tuple[str, ...]
+    files: tuple[Path, ...] = ()
+
+
+@attrs.frozen
+class JobOutcome:
+    """How one job of a batch ended: ``result`` on success, ``error`` otherwise."""
+
+    job: Job
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the job produced its clip."""
+        return self.result is not None

@@ -1,0 +1,226 @@
+"""A crash-safe journal of a batch in SQLite: what was uploaded, created, finished, downloaded.
+
+Each step is committed before the next begins, and the task id is written **before** the wait
+starts, so a rerun after a crash, Ctrl-C or ``kill -9`` resumes the same tasks instead of paying
+for new ones. A job is marked ``creating`` just before its createTask is sent: if the process dies
+before the answer is recorded, the rerun reports it as unknown rather than creating it again.
+
+All SQLite work runs on one private thread, off the event loop. The journal holds an exclusive
+lock while open, so a second batch on the same file gets :class:`JournalLockedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import attrs
+
+from .errors import KlingError
+
+__all__ = ["Journal", "JournalLockedError", "JournalRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    image_url TEXT,
+    image_expires REAL,
+    video_url TEXT,
+    video_expires REAL,
+    task_id TEXT,
+    state TEXT,
+    result_urls TEXT,
+    files TEXT,
+    error TEXT,
+    updated REAL NOT NULL
+)
+"""
+
+_COLUMNS = frozenset(
+    {
+        "status",
+        "image_url",
+        "image_expires",
+        "video_url",
+        "video_expires",
+        "task_id",
+        "state",
+        "result_urls",
+        "files",
+        "error",
+    }
+)
+
+# Job statuses, in the order a job normally goes through them.
+PENDING = "pending"
+CREATING = "creating"
+CREATED = "created"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UNKNOWN = "unknown"
+
+
+class JournalLockedError(KlingError):
+    """Another batch has this journal open."""
+
+
+@attrs.frozen
+class JournalRecord:
+    """What the journal knows about one job."""
+
+    key: str
+    status: str
+    image_url: str | None = None
+    image_expires: datetime | None = None
+    video_url: str | None = None
+    video_expires: datetime | None = None
+    task_id: str | None = None
+    state: str | None = None
+    result_urls: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    error: str | None = None
+
+
+def _when(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class Journal:
+    """Per-job records of a batch in one SQLite file; use as ``async with Journal(path)``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kling-journal")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA synchronous=FULL")
+            # Taking the write lock now makes a second batch fail at once, not corrupt anything.
+            db.execute("BEGIN EXCLUSIVE")
+            db.execute(_SCHEMA)
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            db.close()
+            if "locked" in str(exc):
+                raise JournalLockedError(
+                    f"journal {self.path} is in use by another batch; wait for it to finish"
+                ) from None
+            raise KlingError(f"journal {self.path} cannot be opened: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise KlingError(f"journal {self.path} is not a usable SQLite file: {exc}") from exc
+        self._db = db
+
+    async def open(self) -> None:
+        """Open (creating if needed) and lock the journal."""
+        await self._run(self._open_sync)
+
+    async def close(self) -> None:
+        """Release the lock and close the file."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await self._run(db.close)
+        self._executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _db_or_fail(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise KlingError("the journal is not open")
+        return self._db
+
+    def _get_sync(self, key: str) -> JournalRecord | None:
+        row = (
+            self._db_or_fail()
+            .execute(
+                "SELECT key, status, image_url, image_expires, video_url, video_expires, task_id, "
+                "state, result_urls, files, error FROM jobs WHERE key = ?",
+                (key,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return JournalRecord(
+            key=row[0],
+            status=row[1],
+            image_url=row[2],
+            image_expires=_when(row[3]),
+            video_url=row[4],
+            video_expires=_when(row[5]),
+            task_id=row[6],
+            state=row[7],
+            result_urls=tuple(json.loads(row[8] or "[]")),
+            files=tuple(Path(p) for p in json.loads(row[9] or "[]")),
+            error=row[10],
+        )
+
+    async def get(self, key: str) -> JournalRecord | None:
+        """The record of job ``key``, if any."""
+        result: JournalRecord | None = await self._run(self._get_sync, key)
+        return result
+
+    def _update_sync(self, key: str, fields: dict[str, Any]) -> None:
+        db = self._db_or_fail()
+        unknown = set(fields) - _COLUMNS
+        if unknown:
+            raise ValueError(f"not journal columns: {sorted(unknown)}")
+        values = dict(fields)
+        for name in ("image_expires", "video_expires"):
+            if isinstance(values.get(name), datetime):
+                values[name] = values[name].timestamp()
+        for name in ("result_urls", "files"):
+            if name in values:
+                values[name] = json.dumps([str(v) for v in values[name]])
+        values["updated"] = time.time()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT OR IGNORE INTO jobs (key, status, updated) VALUES (?, ?, ?)",
+                (key, PENDING, values["updated"]),
+            )
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            db.execute(f"UPDATE jobs SET {assignments} WHERE key = ?", (*values.values(), key))  # noqa: S608
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def update(self, key: str, **fields: Any) -> None:
+        """Record ``fields`` for job ``key`` (created if new), committed before returning."""
+        await self._run(self._update_sync, key, fields)
+
+    def _counts_sync(self) -> dict[str, int]:
+        rows = self._db_or_fail().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {status: count for status, count in rows}
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        result: dict[str, int] = await self._run(self._counts_sync)
+        return result
