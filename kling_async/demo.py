@@ -1,9 +1,10 @@
 """``make demo``: a small batch of clips on the embedded simulator; no key and no network needed.
 
-It uploads the sample character picture and motion video shipped with the package (each once),
-creates a few tasks concurrently, waits for them under the documented rate limits, downloads the
-results into ``demo-output/`` and prints a line per step and a summary. The simulator runs 50 times
-faster than the real service, so a clip that would take 100 s takes 2 s.
+It runs ``generate_many`` over a handful of jobs that share the sample character picture and
+motion video shipped with the package: each file is checked and uploaded once, the tasks are
+created and awaited concurrently under the documented rate limits, and each clip is downloaded
+into ``demo-output/`` as soon as it is ready, with a line per step and a summary at the end. The
+simulator runs 50 times faster than the real service, so a clip that would take 100 s takes 2 s.
 """
 
 from __future__ import annotations
@@ -13,31 +14,50 @@ import asyncio
 import time
 from pathlib import Path
 
-from .models import Mode, MotionControlInput, Task
+from .jobs import Job, JobEvent, JobEventKind
 from .session import DEFAULT_CREATE_LIMIT, DEFAULT_POLL, DEFAULT_QUERY_LIMIT, KlingSession
 from .simulator import Simulator, SimulatorConfig
 
 __all__ = ["main", "run_demo"]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-PROMPTS = (
-    "The character dances on a neon-lit street at night.",
-    "The character dances in a sunny park.",
-    "The character dances on a rooftop at dawn.",
-    "The character dances in a snowy forest.",
-)
-
-
-def _say(start: float, text: str) -> None:
-    print(f"[{time.monotonic() - start:6.2f} s] {text}", flush=True)
+SCENES = ("a neon-lit street at night", "a sunny park", "a rooftop at dawn", "a snowy forest")
 
 
 async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> list[Path]:
     """Run the demo batch; return the downloaded files."""
     start = time.monotonic()
-    config = SimulatorConfig(time_scale=time_scale)
-    async with Simulator(config) as sim:
-        _say(start, f"simulator up at {sim.base_url} (time x{1 / time_scale:g})")
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - start:6.2f} s] {text}", flush=True)
+
+    def on_event(event: JobEvent) -> None:
+        name = event.job_key
+        if event.kind is JobEventKind.VALIDATED:
+            say(f"{name}: {event.detail} {event.path.name if event.path else ''} passes the rules")
+        elif event.kind is JobEventKind.UPLOADED:
+            say(f"{name}: {event.detail} uploaded ({event.bytes} bytes)")
+        elif event.kind is JobEventKind.CREATED:
+            say(f"{name}: task {event.task_id} created")
+        elif event.kind is JobEventKind.STATE_CHANGED and event.task is not None:
+            say(f"{name}: {event.task.state.value}")
+        elif event.kind is JobEventKind.DOWNLOADED:
+            say(f"{name}: saved {event.path} ({event.bytes} bytes)")
+        elif event.kind is JobEventKind.FAILED:
+            say(f"{name}: failed: {event.detail}")
+
+    jobs = [
+        Job(
+            ASSETS / "character.png",
+            ASSETS / "motion.mp4",
+            prompt=f"The character dances in {SCENES[i % len(SCENES)]}.",
+            mode=("1080p" if i % 2 else "720p"),
+            key=f"clip-{i + 1}",
+        )
+        for i in range(clips)
+    ]
+    async with Simulator(SimulatorConfig(time_scale=time_scale)) as sim:
+        say(f"simulator of the service up at {sim.base_url} (time runs x{1 / time_scale:g})")
         async with KlingSession(
             sim.api_key,
             base_url=sim.base_url,
@@ -47,35 +67,20 @@ async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> li
             poll=DEFAULT_POLL.scaled(time_scale),
         ) as kling:
             credits_before = await kling.get_credits()
-            image, video = await asyncio.gather(
-                kling.upload_image(ASSETS / "character.png"),
-                kling.upload_video(ASSETS / "motion.mp4"),
-            )
-            _say(start, f"validated and uploaded {image.file_name} and {video.file_name}")
-
-            async def one(index: int) -> Path:
-                mode: Mode = "1080p" if index % 2 else "720p"
-                inp = MotionControlInput(
-                    image.url, video.url, prompt=PROMPTS[index % len(PROMPTS)], mode=mode
-                )
-                task_id = await kling.create_task(inp)
-                _say(start, f"clip {index + 1}: task {task_id} created ({mode})")
-
-                def on_update(task: Task) -> None:
-                    _say(start, f"clip {index + 1}: {task.state.value}")
-
-                task = await kling.wait_for_task(task_id, on_update=on_update)
-                path = await kling.download(task, output / f"clip-{index + 1}.mp4", overwrite=True)
-                _say(start, f"clip {index + 1}: downloaded {path} ({path.stat().st_size} bytes)")
-                return path
-
-            files = await asyncio.gather(*(one(i) for i in range(clips)))
+            files: list[Path] = []
+            failed = 0
+            async for outcome in kling.generate_many(jobs, download_to=output, on_event=on_event):
+                if outcome.result is not None:
+                    files.extend(outcome.result.files)
+                else:
+                    failed += 1
             spent = credits_before - await kling.get_credits()
             uploads = kling.uploads_sent
     elapsed = time.monotonic() - start
     print(
-        f"\n{len(files)} clips in {elapsed:.1f} s ({elapsed / time_scale / 60:.1f} min of service "
-        f"time), {spent:g} credits, {uploads} uploads sent, output in {output}/"
+        f"\n{len(files)} clips ({failed} failed) in {elapsed:.1f} s, i.e. "
+        f"{elapsed / time_scale / 60:.1f} min of service time; {spent:g} credits; "
+        f"{uploads} uploads for {clips} jobs; files in {output}/"
     )
     return files
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,11 @@ def session_for(sim: Simulator, **settings: Any) -> KlingSession:
     return KlingSession(
         sim.api_key, base_url=sim.base_url, upload_base_url=sim.upload_base_url, **settings
     )
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 60.0) -> None:
+    """Wait until ``predicate()`` is true; fail (never hang) after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)

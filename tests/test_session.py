@@ -32,7 +32,7 @@ from kling_async import (
 )
 from kling_async.simulator import FaultConfig, Simulator
 
-from .conftest import SimFactory, media_urls, session_for
+from .conftest import SimFactory, eventually, media_urls, session_for
 
 
 async def inputs(http: aiohttp.ClientSession, sim: Simulator, **kw: object) -> MotionControlInput:
@@ -303,8 +303,7 @@ async def test_cancelling_a_wait_stops_its_polling(
     async with session_for(sim) as kling:
         task_id = await kling.create_task(inp)
         wait = asyncio.create_task(kling.wait_for_task(task_id))
-        while sim.count("recordInfo") < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: sim.count("recordInfo") >= 2)
         wait.cancel()
         with pytest.raises(asyncio.CancelledError):
             await wait

@@ -152,7 +152,7 @@ class Service:
         limit = self.config.max_json_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
-        raw = await request.content.read(limit + 1)
+        raw = await request.read()  # cached: a slow answer may have read it already
         if len(raw) > limit:
             raise _ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
         try:
@@ -196,6 +196,10 @@ class Service:
                     response.headers["Retry-After"] = f"{retry_after:g}"
             else:
                 if fault == "slow":
+                    if request.content_type == "application/json":
+                        # The request has fully arrived; only the answer is slow. A client that
+                        # gives up meanwhile does not undo it, as on a real server.
+                        await request.read()
                     await asyncio.sleep(self.real_seconds(self.config.faults.slow_seconds))
                 response = await handler(request)
                 if fault == "drop_after":

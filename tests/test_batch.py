@@ -1,0 +1,323 @@
+"""generate(), generate_many() and the journal, against the simulator over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kling_async import (
+    Job,
+    JobEvent,
+    JobEventKind,
+    JobOutcome,
+    JournalLockedError,
+    KlingSession,
+    MediaValidationError,
+    SubmissionUnknownError,
+    TaskFailedError,
+    TaskState,
+)
+from kling_async.journal import Journal
+from kling_async.simulator import FaultConfig, Simulator
+
+from .conftest import MEDIA, SimFactory, eventually, session_for
+
+ROOT = Path(__file__).parent.parent
+
+
+async def collect(kling: KlingSession, jobs: object, **kw: object) -> list[JobOutcome]:
+    return [o async for o in kling.generate_many(jobs, **kw)]  # type: ignore[arg-type]
+
+
+async def test_generate_one_clip_end_to_end(sim: Simulator, tmp_path: Path) -> None:
+    events: list[JobEvent] = []
+    async with session_for(sim) as kling:
+        result = await kling.generate(
+            MEDIA / "portrait.png",
+            MEDIA / "d10.0.mp4",
+            prompt="dance",
+            mode="1080p",
+            download_to=tmp_path,
+            on_event=events.append,
+        )
+    assert result.task.state is TaskState.SUCCESS
+    assert result.result_urls == result.task.result_urls and len(result.files) == 1
+    assert result.files[0].parent == tmp_path and result.files[0].stat().st_size > 0
+    kinds = [e.kind for e in events]
+    assert kinds[:5] == [JobEventKind.VALIDATED, JobEventKind.UPLOADED] * 2 + [JobEventKind.CREATED]
+    assert kinds[-1] is JobEventKind.DOWNLOADED
+    states = [e.task.state for e in events if e.kind is JobEventKind.STATE_CHANGED and e.task]
+    assert states[-1] is TaskState.SUCCESS
+    assert events[1].bytes == (MEDIA / "portrait.png").stat().st_size
+    assert events[-1].bytes == result.files[0].stat().st_size
+
+
+async def test_generate_uses_urls_and_uploaded_files_as_they_are(sim: Simulator) -> None:
+    async with session_for(sim) as kling:
+        image = await kling.upload_image(MEDIA / "portrait.png")
+        video = await kling.upload_video(MEDIA / "d3.0.mp4")
+        uploads = sim.count("streamUpload")
+        result = await kling.generate(image, video.url)
+    assert result.task.input is not None and result.task.input.image_url == image.url
+    assert sim.count("streamUpload") == uploads == 2
+
+
+async def test_generate_raises_the_core_errors(make_sim: SimFactory) -> None:
+    sim = await make_sim(failure_rate=1.0)
+    async with session_for(sim) as kling:
+        with pytest.raises(MediaValidationError):
+            await kling.generate(MEDIA / "animated.gif", MEDIA / "d3.0.mp4")
+        with pytest.raises(TaskFailedError):
+            await kling.generate(MEDIA / "portrait.png", MEDIA / "d3.0.mp4")
+
+
+async def test_200_jobs_under_the_documented_limits(make_sim: SimFactory) -> None:
+    sim = await make_sim(time_scale=0.002)
+    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d10.0.mp4", key=f"j{i}") for i in range(200)]
+    first_seen_with_tasks_running = None
+    outcomes: list[JobOutcome] = []
+    async with session_for(sim) as kling:
+        async for outcome in kling.generate_many(jobs):
+            if not outcomes:
+                now = sim.now()
+                first_seen_with_tasks_running = sum(
+                    1 for t in sim.tasks.values() if t.done_at > now
+                )
+            outcomes.append(outcome)
+    assert len(outcomes) == 200 and all(o.ok for o in outcomes)
+    assert {o.job.job_key for o in outcomes} == {f"j{i}" for i in range(200)}
+    assert sim.rate_limited == {"createTask": 0, "recordInfo": 0}
+    assert sim.tasks_created[sim.api_key] == 200
+    assert sim.count("streamUpload") == 2  # one picture and one video for all 200 jobs
+    assert first_seen_with_tasks_running  # outcomes stream out while others still run
+
+
+async def test_mixed_failures_leave_other_jobs_unharmed(make_sim: SimFactory) -> None:
+    sim = await make_sim(failure_rate=0.4, seed=11)
+    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d10.0.mp4", key=f"ok{i}") for i in range(12)]
+    jobs.insert(3, Job(MEDIA / "animated.gif", MEDIA / "d10.0.mp4", key="bad-image"))
+    jobs.insert(
+        7,
+        Job(
+            MEDIA / "portrait.png",
+            MEDIA / "d12.mov",
+            character_orientation="image",
+            key="bad-video",
+        ),
+    )
+    failed_events: list[JobEvent] = []
+    async with session_for(sim) as kling:
+        outcomes = await collect(
+            kling,
+            jobs,
+            on_event=lambda e: failed_events.append(e) if e.kind is JobEventKind.FAILED else None,
+        )
+    by_key = {o.job.job_key: o for o in outcomes}
+    assert len(by_key) == 14
+    assert isinstance(by_key["bad-image"].error, MediaValidationError)
+    assert isinstance(by_key["bad-video"].error, MediaValidationError)
+    failed = [o for o in outcomes if isinstance(o.error, TaskFailedError)]
+    succeeded = [o for o in outcomes if o.ok]
+    assert failed and succeeded and len(failed) + len(succeeded) == 12
+    assert sim.tasks_created[sim.api_key] == 12
+    assert sim.count("streamUpload") == 2  # the bad files were never sent
+    assert {e.job_key for e in failed_events} == {o.job.job_key for o in outcomes if not o.ok}
+
+
+async def test_jobs_are_pulled_lazily(make_sim: SimFactory) -> None:
+    sim = await make_sim()
+    pulled = 0
+
+    def endless() -> Iterator[Job]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"k{i}")
+
+    seen = 0
+    async with session_for(sim) as kling:
+        async for outcome in kling.generate_many(endless(), max_pending=3, max_running=4):
+            assert outcome.ok
+            seen += 1
+            assert pulled <= seen + 3 + 4 + 1
+            if seen == 5:
+                break
+    assert pulled <= 5 + 3 + 4 + 1
+    assert sim.tasks_created[sim.api_key] <= 5 + 4
+
+
+async def test_async_iterables_work_too(sim: Simulator) -> None:
+    async def jobs() -> AsyncIterator[Job]:
+        for i in range(3):
+            yield Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"a{i}")
+
+    async with session_for(sim) as kling:
+        outcomes = await collect(kling, jobs())
+    assert sorted(o.job.job_key for o in outcomes) == ["a0", "a1", "a2"]
+
+
+def test_default_keys_hash_the_inputs() -> None:
+    a = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4")
+    assert a.job_key == Job(str(MEDIA / "portrait.png"), MEDIA / "d3.0.mp4").job_key
+    assert a.job_key != Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", prompt="x").job_key
+    assert Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="mine").job_key == "mine"
+
+
+# -- the journal ---------------------------------------------------------------------------------
+
+
+async def test_rerun_skips_done_jobs_and_fetches_missing_files(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    journal, out = tmp_path / "batch.sqlite", tmp_path / "out"
+    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"r{i}") for i in range(4)]
+    async with session_for(sim) as kling:
+        first = await collect(kling, jobs, journal=journal, download_to=out)
+    assert all(o.ok for o in first)
+    (out / "r2.mp4").unlink()
+    requests_before = len(sim.requests)
+    events: list[JobEvent] = []
+    async with session_for(sim) as kling:
+        again = await collect(kling, jobs, journal=journal, download_to=out, on_event=events.append)
+    assert all(o.ok for o in again) and (out / "r2.mp4").exists()
+    new = sim.requests[requests_before:]
+    assert [r.endpoint for r in new] == ["result"]  # no upload, no task, no query: one download
+    assert sorted(e.job_key for e in events if e.kind is JobEventKind.SKIPPED) == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+    ]
+    assert sim.tasks_created[sim.api_key] == 4
+
+
+async def test_a_second_batch_on_the_same_journal_is_refused(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "batch.sqlite"
+    async with Journal(journal), session_for(sim) as kling:
+        with pytest.raises(JournalLockedError, match="in use"):
+            await collect(kling, [Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4")], journal=journal)
+    assert sim.tasks_created[sim.api_key] == 0
+
+
+async def test_unknown_submission_is_recorded_and_never_recreated(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "batch.sqlite"
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="lost")
+    sim.reconfigure(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+    async with session_for(sim) as kling:
+        [outcome] = await collect(kling, [job], journal=journal)
+    assert isinstance(outcome.error, SubmissionUnknownError)
+    sim.reconfigure(faults=FaultConfig())
+    async with session_for(sim) as kling:
+        [again] = await collect(kling, [job], journal=journal)
+    assert isinstance(again.error, SubmissionUnknownError)
+    assert sim.tasks_created[sim.api_key] == 1 and sim.count("createTask") == 1
+    async with Journal(journal) as book:
+        record = await book.get("lost")
+    assert record is not None and record.status == "unknown"
+
+
+async def test_expired_uploads_are_uploaded_again(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = await make_sim(credits=1.0)  # every createTask gets 402: nothing is created
+    journal = tmp_path / "batch.sqlite"
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="exp")
+    async with session_for(sim) as kling:
+        [outcome] = await collect(kling, [job], journal=journal)
+    assert outcome.error is not None and sim.count("streamUpload") == 2
+    async with Journal(journal) as book:
+        record = await book.get("exp")
+        assert record is not None and record.status == "pending" and record.image_url
+        await book.update("exp", image_expires=datetime.now(UTC) - timedelta(minutes=1))
+    sim.add_key(sim.api_key, credits=1000.0)
+    async with session_for(sim) as kling:  # a new session: no in-memory upload cache
+        [outcome] = await collect(kling, [job], journal=journal)
+    assert outcome.ok
+    assert sim.count("streamUpload") == 3  # the expired picture again; the video was still fresh
+
+
+async def run_child(
+    sim: Simulator, journal: Path, out: Path, jobs: int, scale: float
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.batch_child",
+        sim.base_url,
+        sim.api_key,
+        str(journal),
+        str(out),
+        str(jobs),
+        str(scale),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_until(proc: asyncio.subprocess.Process, done: object) -> list[list[str]]:
+    assert proc.stdout is not None
+    lines: list[list[str]] = []
+    while True:
+        raw = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert raw, f"child ended early after {lines}"
+        lines.append(raw.decode().split())
+        if done(lines):  # type: ignore[operator]
+            return lines
+
+
+async def finish_rerun(sim: Simulator, journal: Path, out: Path, jobs: int) -> list[JobOutcome]:
+    batch = [Job(MEDIA / "portrait.png", MEDIA / "d10.0.mp4", key=f"job-{i}") for i in range(jobs)]
+    async with session_for(sim) as kling:
+        return await collect(kling, batch, journal=journal, download_to=out)
+
+
+async def test_sigkill_mid_batch_then_rerun_pays_once_per_job(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(time_scale=0.02)  # tasks take 2 s real: the kill lands while they run
+    journal, out, n = tmp_path / "batch.sqlite", tmp_path / "out", 30
+    proc = await run_child(sim, journal, out, n, 0.02)
+    await read_until(proc, lambda lines: sum(1 for line in lines if line[0] == "created") == n)
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    assert proc.stdout is not None
+    await proc.stdout.read()
+    assert sim.tasks_created[sim.api_key] == n
+    outcomes = await finish_rerun(sim, journal, out, n)
+    assert len(outcomes) == n and all(o.ok for o in outcomes), [
+        o.error for o in outcomes if not o.ok
+    ]
+    assert sim.tasks_created[sim.api_key] == n  # exactly one task per job, ever
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"job-{i}.mp4" for i in range(n))
+
+
+async def test_sigkill_while_creates_are_in_flight(make_sim: SimFactory, tmp_path: Path) -> None:
+    # Every createTask is held 0.5 s real by the service: the kill finds some in flight.
+    sim = await make_sim(
+        time_scale=0.02,
+        faults=FaultConfig(slow=1.0, slow_seconds=25.0, endpoints=frozenset({"createTask"})),
+    )
+    journal, out, n = tmp_path / "batch.sqlite", tmp_path / "out", 6
+    proc = await run_child(sim, journal, out, n, 0.02)
+    await read_until(proc, lambda lines: sum(1 for line in lines if line[0] == "uploaded") >= 2)
+    await eventually(lambda: sim.count("createTask") == n)  # every job has sent its createTask
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    assert proc.stdout is not None
+    await proc.stdout.read()
+    await eventually(lambda: sim.tasks_created[sim.api_key] == n)  # the service creates them all
+    sim.reconfigure(faults=FaultConfig())
+    outcomes = await finish_rerun(sim, journal, out, n)
+    unknown = [o for o in outcomes if isinstance(o.error, SubmissionUnknownError)]
+    assert len(outcomes) == n and len(unknown) == n  # all were in flight: none is re-created
+    assert "not created again" in str(unknown[0].error)
+    assert sim.tasks_created[sim.api_key] == n and sim.count("createTask") == n
