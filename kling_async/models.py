@@ -153,7 +153,9 @@ class PollSchedule:
     ``phases`` is a tuple of ``(until_seconds, interval_seconds)``: while the time since creation
     is below ``until_seconds``, poll every ``interval_seconds``. The default follows the service's
     guidance: every 3 s for the first 30 s, every 8 s until 2 min, then every 15 s. Each interval
-    is spread by ``±jitter`` (a fraction) so that many waits do not poll in step.
+    is spread by ``±jitter`` (a fraction) so that many waits do not poll in step. When the query
+    limit is the bottleneck, the session skips early polls of new tasks until ``expected_lead``
+    of the render time it has observed, spending its queries on tasks likely to be done.
     """
 
     phases: tuple[tuple[float, float], ...] = attrs.field(
@@ -163,6 +165,11 @@ class PollSchedule:
     jitter: float = attrs.field(
         default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
     )
+    #: When queries are scarce, a new task is first polled at this fraction of the render time
+    #: seen on earlier tasks of the session (0 turns learning off).
+    expected_lead: float = attrs.field(
+        default=0.8, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
 
     def interval_at(self, elapsed: float) -> float:
         """Nominal interval between polls once ``elapsed`` seconds have passed since creation."""
@@ -171,10 +178,19 @@ class PollSchedule:
                 return interval
         return self.phases[-1][1]
 
-    def next_delay(self, elapsed: float, polls_done: int, spread: float) -> float:
-        """Seconds to sleep before the next poll; ``spread`` in [0, 1) picks within the jitter."""
+    def next_delay(
+        self, elapsed: float, polls_done: int, spread: float, expected: float | None = None
+    ) -> float:
+        """Seconds to sleep before the next poll; ``spread`` in [0, 1) picks within the jitter.
+
+        ``expected`` is a render time learned from earlier tasks: when given, polls before
+        ``expected_lead`` of it are skipped, which saves queries when they are scarce.
+        """
         base = self.first_delay if polls_done == 0 else self.interval_at(elapsed)
-        return base * (1.0 + self.jitter * (2.0 * spread - 1.0))
+        delay = base * (1.0 + self.jitter * (2.0 * spread - 1.0))
+        if expected is not None:
+            delay = max(delay, expected * self.expected_lead * (1.0 + 0.1 * spread) - elapsed)
+        return delay
 
     def scaled(self, factor: float) -> PollSchedule:
         """The same schedule with every duration multiplied by ``factor``."""
@@ -182,6 +198,7 @@ class PollSchedule:
             phases=tuple((until * factor, interval * factor) for until, interval in self.phases),
             first_delay=self.first_delay * factor,
             jitter=self.jitter,
+            expected_lead=self.expected_lead,
         )
 
 

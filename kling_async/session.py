@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import ipaddress
 import logging
 import os
 import random
+import statistics
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -192,6 +194,7 @@ class KlingSession:
         self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
         self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
         self._created_at: dict[str, float] = {}
+        self._render_times: collections.deque[float] = collections.deque(maxlen=50)
         self._waits: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._retry_base = retry_base
@@ -424,6 +427,12 @@ class KlingSession:
                 self._waits.discard(current)
             self._created_at.pop(task_id, None)
 
+    def _typical_render_time(self) -> float | None:
+        """Median time from creation to seen success over recent tasks, once a few are known."""
+        if self.poll.expected_lead <= 0 or len(self._render_times) < 5:
+            return None
+        return statistics.median(self._render_times)
+
     async def _wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
         started = self._clock()
         deadline = None if timeout is None else started + timeout
@@ -432,7 +441,9 @@ class KlingSession:
         last: Task | None = None
         while True:
             now = self._clock()
-            delay = self.poll.next_delay(now - since, polls, self._rng.random())
+            # Only when queries queue up is it worth skipping polls of tasks not likely done.
+            expected = self._typical_render_time() if self._query_limiter.waiting else None
+            delay = self.poll.next_delay(now - since, polls, self._rng.random(), expected)
             if deadline is not None and now + delay > deadline:
                 # One last look at the deadline itself, then give up.
                 delay = max(0.0, deadline - now)
@@ -463,6 +474,8 @@ class KlingSession:
                 if task.state.is_terminal:
                     if task.state.value == "fail":
                         raise TaskFailedError(task)
+                    if task_id in self._created_at:
+                        self._render_times.append(self._clock() - since)
                     return task
             if deadline is not None and self._clock() >= deadline:
                 raise TaskTimeoutError(task_id, timeout or 0.0, last)
