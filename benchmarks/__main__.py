@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from . import bench_batch, bench_polling, bench_upload
+from . import bench_batch, bench_polling, bench_upload, bench_webhooks
 
 
 def main() -> None:
     asyncio.run(bench_upload.main())
     asyncio.run(bench_polling.main())
     asyncio.run(bench_batch.main())
+    asyncio.run(bench_webhooks.main())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@
     ├── TaskTimeoutError             a wait passed its deadline (also a ``TimeoutError``)
     ├── MediaValidationError         a local file broke a rule of the service, before any upload
     ├── SessionClosedError           the session closed while an operation was waiting
+    ├── JournalLockedError           another batch holds the journal (kling_async.journal)
+    ├── WebhookError                 a callback was refused (kling_async.webhooks)
+    │   ├── WebhookVerificationError     missing header, malformed timestamp, stale, bad signature
+    │   └── MalformedCallbackError       the body is not the documented JSON
     └── ConfigurationError           the session was set up wrongly (no key, unsafe base URL)
 
 An error code found in the body's ``code`` and the same code sent as an HTTP status map to the

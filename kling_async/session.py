@@ -8,6 +8,7 @@ import contextlib
 import inspect
 import ipaddress
 import logging
+import math
 import os
 import random
 import statistics
@@ -54,6 +55,7 @@ from .models import (
 from .ratelimit import Clock, RateLimiter, Sleep
 from .transport import HttpTransport
 from .uploads import OnProgress, Uploader
+from .webhooks import WebhookReceiver
 from .wire import (
     create_task_body,
     decode_answer,
@@ -76,6 +78,8 @@ DEFAULT_CREATE_LIMIT = RateLimit(20, 10.0)
 #: 10 recordInfo per second per key (kie-api.md section 2.1).
 DEFAULT_QUERY_LIMIT = RateLimit(10, 1.0)
 DEFAULT_POLL = PollSchedule()
+#: With a webhook receiver, polling is only a safety net for a lost callback.
+DEFAULT_FALLBACK_POLL = PollSchedule(phases=((math.inf, 60.0),), first_delay=150.0)
 
 #: Where uploads go on the service (the docs' example layout).
 IMAGE_UPLOAD_PATH = "images/kling-async"
@@ -160,6 +164,10 @@ class KlingSession:
         retry_base: float = 0.5,
         retry_cap: float = 20.0,
         not_visible_grace: float = 60.0,
+        webhook: WebhookReceiver | None = None,
+        callback_url: str | None = None,
+        confirm_callbacks: bool = True,
+        fallback_poll: PollSchedule = DEFAULT_FALLBACK_POLL,
         upload_concurrency: int = 4,
         allow_insecure_http: bool = False,
         http_session: aiohttp.ClientSession | None = None,
@@ -195,6 +203,14 @@ class KlingSession:
         self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
         self._created_at: dict[str, float] = {}
         self._render_times: collections.deque[float] = collections.deque(maxlen=50)
+        if callback_url is not None and not is_http_url(callback_url):
+            raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
+        if webhook is not None and callback_url is None:
+            raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
+        self.webhook = webhook
+        self.callback_url = callback_url
+        self.confirm_callbacks = confirm_callbacks
+        self.fallback_poll = fallback_poll
         self._waits: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._retry_base = retry_base
@@ -379,7 +395,7 @@ class KlingSession:
         ``before_send`` is awaited just before each attempt leaves (after its rate-limit slot is
         granted): the place to record "this task may now exist" in a journal of your own.
         """
-        body = create_task_body(inp, callback_url)
+        body = create_task_body(inp, callback_url or self.callback_url)
         task_id: str = await self._create_with_retries("createTask", body, before_send)
         self._created_at[task_id] = self._clock()
         return task_id
@@ -433,52 +449,91 @@ class KlingSession:
             return None
         return statistics.median(self._render_times)
 
+    async def _pause(self, delay: float, heard: asyncio.Future[Task] | None) -> Task | None:
+        """Sleep ``delay`` seconds, or less if a callback for the task arrives; return it."""
+        if heard is None:
+            await self._sleep(delay)
+            return None
+        if not heard.done():
+            sleeper: asyncio.Future[Any] = asyncio.ensure_future(self._sleep(delay))
+            either: set[asyncio.Future[Any]] = {sleeper, heard}
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+        return heard.result() if heard.done() and not heard.cancelled() else None
+
     async def _wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
         started = self._clock()
         deadline = None if timeout is None else started + timeout
         since = self._created_at.get(task_id, started)
+        schedule = self.poll if self.webhook is None else self.fallback_poll
+        heard = self.webhook.subscribe(task_id) if self.webhook is not None else None
         polls = 0
         last: Task | None = None
-        while True:
-            now = self._clock()
-            # Only when queries queue up is it worth skipping polls of tasks not likely done.
-            expected = self._typical_render_time() if self._query_limiter.waiting else None
-            delay = self.poll.next_delay(now - since, polls, self._rng.random(), expected)
-            if deadline is not None and now + delay > deadline:
-                # One last look at the deadline itself, then give up.
-                delay = max(0.0, deadline - now)
-            await self._sleep(delay)
-            if self._closed:
-                raise SessionClosedError(f"the session closed while waiting for task {task_id}")
-            polls += 1
-            try:
-                query = self.get_task(task_id)
-                if deadline is not None:
-                    remaining = max(deadline - self._clock(), 0.001)
-                    task = await asyncio.wait_for(query, remaining)
+        try:
+            while True:
+                now = self._clock()
+                # Only when queries queue up is it worth skipping polls of tasks not likely done.
+                expected = self._typical_render_time() if self._query_limiter.waiting else None
+                delay = schedule.next_delay(now - since, polls, self._rng.random(), expected)
+                if deadline is not None and now + delay > deadline:
+                    # One last look at the deadline itself, then give up.
+                    delay = max(0.0, deadline - now)
+                called_back = await self._pause(delay, heard)
+                if self._closed:
+                    raise SessionClosedError(f"the session closed while waiting for task {task_id}")
+                polls += 1
+                if called_back is not None and not self.confirm_callbacks:
+                    task: Task | None = called_back
                 else:
-                    task = await query
-            except TaskNotVisibleError:
-                if self._clock() - since > self.not_visible_grace:
-                    raise
-                task = None
-            except TimeoutError:
-                raise TaskTimeoutError(task_id, timeout or 0.0, last) from None
-            if task is not None:
-                changed = last is None or task.state is not last.state
-                last = task
-                if changed and on_update is not None:
-                    result = on_update(task)
-                    if inspect.isawaitable(result):
-                        await result
-                if task.state.is_terminal:
-                    if task.state.value == "fail":
-                        raise TaskFailedError(task)
-                    if task_id in self._created_at:
-                        self._render_times.append(self._clock() - since)
-                    return task
-            if deadline is not None and self._clock() >= deadline:
-                raise TaskTimeoutError(task_id, timeout or 0.0, last)
+                    task = await self._query_for_wait(task_id, since, deadline, timeout, last)
+                if called_back is not None and self.webhook is not None:
+                    if task is None or not task.state.is_terminal:
+                        # The service does not confirm it: a replayed or forged callback.
+                        log.warning("callback for task %s not confirmed by the service", task_id)
+                        self.webhook.discard(task_id)
+                    heard = self.webhook.subscribe(task_id)
+                if task is not None:
+                    changed = last is None or task.state is not last.state
+                    last = task
+                    if changed and on_update is not None:
+                        result = on_update(task)
+                        if inspect.isawaitable(result):
+                            await result
+                    if task.state.is_terminal:
+                        if task.state.value == "fail":
+                            raise TaskFailedError(task)
+                        if task_id in self._created_at:
+                            self._render_times.append(self._clock() - since)
+                        return task
+                if deadline is not None and self._clock() >= deadline:
+                    raise TaskTimeoutError(task_id, timeout or 0.0, last)
+        finally:
+            if heard is not None and self.webhook is not None:
+                self.webhook.unsubscribe(task_id, heard)
+
+    async def _query_for_wait(
+        self,
+        task_id: str,
+        since: float,
+        deadline: float | None,
+        timeout: float | None,
+        last: Task | None,
+    ) -> Task | None:
+        """One recordInfo for a wait: None while the task is not visible yet."""
+        try:
+            query = self.get_task(task_id)
+            if deadline is None:
+                return await query
+            remaining = max(deadline - self._clock(), 0.001)
+            return await asyncio.wait_for(query, remaining)
+        except TaskNotVisibleError:
+            if self._clock() - since > self.not_visible_grace:
+                raise
+            return None
+        except TimeoutError:
+            raise TaskTimeoutError(task_id, timeout or 0.0, last) from None
 
     # -- account and files ---------------------------------------------------------------------
     async def get_credits(self) -> float:
