@@ -287,6 +287,10 @@ async def test_failed_task_by_callback_raises(
     await receiver.close()
 
 
+async def wait_one(kling: Any, inp: MotionControlInput) -> None:
+    await kling.wait_for_task(await kling.create_task(inp))
+
+
 async def test_500_waits_by_webhook_use_far_fewer_queries(
     make_sim: SimFactory, http: aiohttp.ClientSession
 ) -> None:
@@ -297,11 +301,8 @@ async def test_500_waits_by_webhook_use_far_fewer_queries(
         receiver = WebhookReceiver(sim.webhook_hmac_key)
         kling = await hooked(sim, receiver) if mode == "webhook" else session_for(sim)
         async with kling:
-
-            async def one() -> None:
-                await kling.wait_for_task(await kling.create_task(MotionControlInput(image, video)))
-
-            await asyncio.gather(*(one() for _ in range(500)))
+            inp = MotionControlInput(image, video)
+            await asyncio.gather(*(wait_one(kling, inp) for _ in range(500)))
         await receiver.close()
         counts[mode] = sim.count("recordInfo")
         assert sim.rate_limited == {"createTask": 0, "recordInfo": 0}
