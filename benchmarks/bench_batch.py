@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kling_async import Job, KlingSession, PollSchedule, RateLimit
+from kling_async import Job, RateLimit
 from kling_async.simulator import Simulator, SimulatorConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
@@ -32,14 +32,7 @@ async def run(jobs: int, scale: float) -> None:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as out:
         async with Simulator(config) as sim:
-            async with KlingSession(
-                sim.api_key,
-                base_url=sim.base_url,
-                upload_base_url=sim.upload_base_url,
-                create_limit=CREATE.scaled(scale),
-                query_limit=QUERY.scaled(scale),
-                poll=PollSchedule().scaled(scale),
-            ) as kling:
+            async with sim.session() as kling:
                 batch = (
                     Job(ASSETS / "character.png", ASSETS / "motion.mp4", key=f"job-{i}")
                     for i in range(jobs)

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from kling_async import KlingSession, MotionControlInput, PollSchedule, RateLimit
+from kling_async import MotionControlInput, RateLimit
 from kling_async.simulator import Simulator, SimulatorConfig
 
 MEDIA = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
@@ -99,14 +99,7 @@ async def run_ours(n: int, scale: float) -> dict[str, Any]:
     async with Simulator(SimulatorConfig(time_scale=scale)) as sim, aiohttp.ClientSession() as http:
         inp = await inputs(sim, http)
         delays: list[float] = []
-        async with KlingSession(
-            sim.api_key,
-            base_url=sim.base_url,
-            upload_base_url=sim.upload_base_url,
-            create_limit=CREATE.scaled(scale),
-            query_limit=QUERY.scaled(scale),
-            poll=PollSchedule().scaled(scale),
-        ) as kling:
+        async with sim.session() as kling:
 
             async def one() -> None:
                 task_id = await kling.create_task(inp)
@@ -176,14 +169,7 @@ async def run_scale(n: int, scale: float) -> None:
     config = SimulatorConfig(time_scale=scale, generating_seconds=6000.0, credits=1e9)
     async with Simulator(config) as sim, aiohttp.ClientSession() as http:
         inp = await inputs(sim, http)
-        async with KlingSession(
-            sim.api_key,
-            base_url=sim.base_url,
-            upload_base_url=sim.upload_base_url,
-            create_limit=CREATE.scaled(scale),
-            query_limit=QUERY.scaled(scale),
-            poll=PollSchedule().scaled(scale),
-        ) as kling:
+        async with sim.session() as kling:
             started = time.monotonic()
             cpu = time.process_time()
             ids = await asyncio.gather(*(kling.create_task(inp) for _ in range(n)))

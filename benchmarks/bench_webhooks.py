@@ -12,12 +12,10 @@ import time
 
 import aiohttp
 
-from kling_async import KlingSession, PollSchedule
-from kling_async.session import DEFAULT_FALLBACK_POLL
 from kling_async.simulator import Simulator, SimulatorConfig
 from kling_async.webhooks import WebhookReceiver
 
-from .bench_polling import CREATE, QUERY, inputs, percentile
+from .bench_polling import inputs, percentile
 
 
 async def run(mode: str, n: int, scale: float) -> dict[str, str]:
@@ -29,18 +27,9 @@ async def run(mode: str, n: int, scale: float) -> dict[str, str]:
             settings = {
                 "webhook": receiver,
                 "callback_url": await receiver.start(),
-                "fallback_poll": DEFAULT_FALLBACK_POLL.scaled(scale),
             }
         delays: list[float] = []
-        async with KlingSession(
-            sim.api_key,
-            base_url=sim.base_url,
-            upload_base_url=sim.upload_base_url,
-            create_limit=CREATE.scaled(scale),
-            query_limit=QUERY.scaled(scale),
-            poll=PollSchedule().scaled(scale),
-            **settings,  # type: ignore[arg-type]
-        ) as kling:
+        async with sim.session(**settings) as kling:
 
             async def one() -> None:
                 task_id = await kling.create_task(inp)

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 from .jobs import Job, JobEvent, JobEventKind
-from .session import DEFAULT_CREATE_LIMIT, DEFAULT_POLL, DEFAULT_QUERY_LIMIT, KlingSession
 from .simulator import Simulator, SimulatorConfig
 
 __all__ = ["main", "run_demo"]
@@ -58,14 +57,7 @@ async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> li
     ]
     async with Simulator(SimulatorConfig(time_scale=time_scale)) as sim:
         say(f"simulator of the service up at {sim.base_url} (time runs x{1 / time_scale:g})")
-        async with KlingSession(
-            sim.api_key,
-            base_url=sim.base_url,
-            upload_base_url=sim.upload_base_url,
-            create_limit=DEFAULT_CREATE_LIMIT.scaled(time_scale),
-            query_limit=DEFAULT_QUERY_LIMIT.scaled(time_scale),
-            poll=DEFAULT_POLL.scaled(time_scale),
-        ) as kling:
+        async with sim.session() as kling:
             credits_before = await kling.get_credits()
             files: list[Path] = []
             failed = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import attrs
 import pytest
 from aiohttp import web
 
-from kling_async import KlingSession, PollSchedule, RateLimit
+from kling_async import KlingSession
 from kling_async.simulator import Simulator, SimulatorConfig
 
 MEDIA = Path(__file__).parent / "media"
@@ -78,14 +79,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    rec.url = f"http://{host}:{port}/hook"
-    yield rec
-    await runner.cleanup()
+    async with serve(app) as base:
+        rec.url = f"{base}/hook"
+        yield rec
 
 
 async def upload_raw(
@@ -121,16 +117,24 @@ async def media_urls(
 
 
 def session_for(sim: Simulator, **settings: Any) -> KlingSession:
-    """A session pointed at ``sim`` with the documented limits and schedule, time-scaled alike."""
-    scale = sim.config.time_scale
-    settings.setdefault("create_limit", RateLimit(20, 10.0).scaled(scale))
-    settings.setdefault("query_limit", RateLimit(10, 1.0).scaled(scale))
-    settings.setdefault("poll", PollSchedule().scaled(scale))
+    """A session pointed at ``sim`` (limits and schedules time-scaled), with quick retries."""
     settings.setdefault("retry_base", 0.01)
     settings.setdefault("retry_cap", 0.1)
-    return KlingSession(
-        sim.api_key, base_url=sim.base_url, upload_base_url=sim.upload_base_url, **settings
-    )
+    return sim.session(**settings)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve an aiohttp app on an ephemeral 127.0.0.1 port; yield its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 60.0) -> None:

@@ -301,10 +301,10 @@ async def test_sigkill_mid_batch_then_rerun_pays_once_per_job(
 
 
 async def test_sigkill_while_creates_are_in_flight(make_sim: SimFactory, tmp_path: Path) -> None:
-    # Every createTask is held 0.5 s real by the service: the kill finds some in flight.
+    # Every createTask answer is held 5 s real by the service: the kill finds them in flight.
     sim = await make_sim(
         time_scale=0.02,
-        faults=FaultConfig(slow=1.0, slow_seconds=25.0, endpoints=frozenset({"createTask"})),
+        faults=FaultConfig(slow=1.0, slow_seconds=250.0, endpoints=frozenset({"createTask"})),
     )
     journal, out, n = tmp_path / "batch.sqlite", tmp_path / "out", 6
     proc = await run_child(sim, journal, out, n, 0.02)

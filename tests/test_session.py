@@ -60,7 +60,14 @@ async def test_create_and_wait_returns_the_finished_task(
 async def test_on_update_sees_each_state_change_once(
     make_sim: SimFactory, http: aiohttp.ClientSession
 ) -> None:
-    sim = await make_sim(time_scale=0.02, invisible_seconds=0.0)
+    # Stages of 0.2 s real: wide enough to see each one on a busy machine.
+    sim = await make_sim(
+        time_scale=0.02,
+        invisible_seconds=0.0,
+        waiting_seconds=10.0,
+        queuing_seconds=10.0,
+        generating_seconds=10.0,
+    )
     inp = await inputs(http, sim)
     seen: list[TaskState] = []
 
@@ -78,7 +85,7 @@ async def test_on_update_sees_each_state_change_once(
 async def test_not_visible_right_after_creation_is_not_a_failure(
     make_sim: SimFactory, http: aiohttp.ClientSession
 ) -> None:
-    sim = await make_sim(invisible_seconds=20.0)  # 0.1 s real of "recordInfo is null"
+    sim = await make_sim(invisible_seconds=60.0)  # 0.3 s real of "recordInfo is null"
     inp = await inputs(http, sim)
     eager = PollSchedule(phases=((float("inf"), 1.0),), first_delay=0.0).scaled(
         sim.config.time_scale

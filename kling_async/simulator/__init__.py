@@ -3,8 +3,7 @@
 Use it in tests and demos instead of the real service::
 
     async with Simulator(SimulatorConfig(time_scale=0.01)) as sim:
-        async with KlingSession(sim.api_key, base_url=sim.base_url,
-                                upload_base_url=sim.upload_base_url) as kling:
+        async with sim.session() as kling:   # limits and polling time-scaled alike
             ...
 
 It implements both hosts (API and file upload), auth, validation with the documented codes, the
@@ -23,6 +22,13 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
+from ..session import (
+    DEFAULT_CREATE_LIMIT,
+    DEFAULT_FALLBACK_POLL,
+    DEFAULT_POLL,
+    DEFAULT_QUERY_LIMIT,
+    KlingSession,
+)
 from ._app import RequestRecord, Service, make_workdir
 from ._callbacks import CallbackDelivery
 from ._config import FaultConfig, SimulatorConfig
@@ -81,6 +87,23 @@ class Simulator:
     def reconfigure(self, **changes: Any) -> None:
         """Change settings while running (faults, failure rate, error transport...)."""
         self._service.config = attrs.evolve(self._service.config, **changes)
+
+    def session(self, **settings: Any) -> KlingSession:
+        """A ``KlingSession`` pointed at this simulator, its limits and schedules time-scaled.
+
+        The documented defaults (``create_limit``, ``query_limit``, ``poll``, ``fallback_poll``)
+        are scaled by ``time_scale`` so that the client sees the service as the real one would;
+        any of them, or any other session setting, can be overridden.
+        """
+        scale = self.config.time_scale
+        settings.setdefault("create_limit", DEFAULT_CREATE_LIMIT.scaled(scale))
+        settings.setdefault("query_limit", DEFAULT_QUERY_LIMIT.scaled(scale))
+        settings.setdefault("poll", DEFAULT_POLL.scaled(scale))
+        settings.setdefault("fallback_poll", DEFAULT_FALLBACK_POLL.scaled(scale))
+        api_key = settings.pop("api_key", self.api_key)
+        return KlingSession(
+            api_key, base_url=self.base_url, upload_base_url=self.upload_base_url, **settings
+        )
 
     def add_key(self, key: str, credits: float = 100_000.0) -> None:
         """Add an account with its own balance and rate windows."""
