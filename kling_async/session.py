@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import inspect
 import ipaddress
 import logging
 import math
 import os
 import random
-import statistics
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -21,22 +18,14 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
-import backoff
 
 from .batch import JobRunner, OnEvent, run_many
 from .downloads import choose_destination, stream_to_file
 from .errors import (
     ConfigurationError,
-    GenerationFailedError,
     KlingError,
-    RateLimitError,
-    ServerError,
-    ServiceUnavailableError,
     SessionClosedError,
     SubmissionUnknownError,
-    TaskFailedError,
-    TaskNotVisibleError,
-    TaskTimeoutError,
     TransportError,
 )
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
@@ -53,8 +42,10 @@ from .models import (
     is_http_url,
 )
 from .ratelimit import Clock, RateLimiter, Sleep
+from .retries import create_surely_not_done, is_transient, with_retries
 from .transport import HttpTransport
 from .uploads import OnProgress, Uploader
+from .waiting import OnUpdate, TaskWaiter
 from .webhooks import WebhookReceiver
 from .wire import (
     create_task_body,
@@ -87,8 +78,6 @@ VIDEO_UPLOAD_PATH = "videos/kling-async"
 FILE_UPLOAD_PATH = "files/kling-async"
 URL_UPLOAD_PATH = "urls/kling-async"
 
-OnUpdate = Callable[[Task], Awaitable[None] | None]
-
 
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
@@ -110,33 +99,6 @@ def _check_base_url(name: str, url: str, allow_insecure_http: bool) -> str:
             "a loopback address, or pass allow_insecure_http=True."
         )
     return url.rstrip("/")
-
-
-def _retry_waits(base: float, cap: float, rng: random.Random) -> Any:
-    """Backoff wait generator: full-jitter exponential, never shorter than a ``Retry-After``."""
-    attempt = 0
-    error = yield  # backoff primes the generator, then sends each failure in
-    while True:
-        delay = rng.uniform(0.0, min(cap, base * 2**attempt))
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        attempt += 1
-        error = yield delay
-
-
-def _is_transient(exc: Exception) -> bool:
-    """Worth retrying for a safe call: rate limit, maintenance, 5xx (not 501), no answer."""
-    if isinstance(exc, GenerationFailedError):
-        return False
-    return isinstance(exc, RateLimitError | ServiceUnavailableError | ServerError | TransportError)
-
-
-def _create_surely_not_done(exc: Exception) -> bool:
-    """True only when a failed createTask surely created nothing, so a retry cannot double it."""
-    if isinstance(exc, RateLimitError | ServiceUnavailableError):
-        return True
-    return isinstance(exc, TransportError) and not exc.request_sent
 
 
 class KlingSession:
@@ -201,8 +163,6 @@ class KlingSession:
         self._transport: HttpTransport | None = None
         self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
         self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
-        self._created_at: dict[str, float] = {}
-        self._render_times: collections.deque[float] = collections.deque(maxlen=50)
         if callback_url is not None and not is_http_url(callback_url):
             raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
         if webhook is not None and callback_url is None:
@@ -211,12 +171,25 @@ class KlingSession:
         self.callback_url = callback_url
         self.confirm_callbacks = confirm_callbacks
         self.fallback_poll = fallback_poll
-        self._waits: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._waiter = TaskWaiter(
+            self.get_task,
+            poll=poll,
+            fallback_poll=fallback_poll,
+            query_limiter=self._query_limiter,
+            clock=clock,
+            sleep=sleep,
+            rng=self._rng,
+            not_visible_grace=not_visible_grace,
+            webhook=webhook,
+            confirm_callbacks=confirm_callbacks,
+            is_closed=lambda: self._closed,
+        )
+        self._waits: set[asyncio.Task[Any]] = set()
         self._retry_base = retry_base
         self._retry_cap = retry_cap
-        self._call_safely = self._retrying(self._call, _is_transient)
-        self._create_with_retries = self._retrying(self._create_once, _create_surely_not_done)
+        self._call_safely = self._retrying(self._call, is_transient)
+        self._create_with_retries = self._retrying(self._create_once, create_surely_not_done)
         # Large transfers: no total limit, but no silence longer than the request timeout.
         self._transfer_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=request_timeout, sock_read=request_timeout
@@ -231,20 +204,14 @@ class KlingSession:
     def _retrying(
         self, target: Callable[..., Awaitable[Any]], should_retry: Callable[[Exception], bool]
     ) -> Callable[..., Awaitable[Any]]:
-        """Wrap ``target`` in backoff's retry loop: only ``should_retry`` errors are retried."""
-        decorate = backoff.on_exception(
-            _retry_waits,
-            KlingError,
+        return with_retries(
+            target,
+            should_retry,
             max_tries=self.max_retries + 1,
-            jitter=None,
-            giveup=lambda exc: not should_retry(exc),
-            logger=None,
-            on_backoff=self._log_retry,
             base=self._retry_base,
             cap=self._retry_cap,
             rng=self._rng,
         )
-        return decorate(target)
 
     def __repr__(self) -> str:
         return f"KlingSession(base_url={self.base_url!r}, upload_base_url={self.upload_base_url!r})"
@@ -344,17 +311,6 @@ class KlingSession:
             now=datetime.now(UTC),
         )
 
-    @staticmethod
-    def _log_retry(details: Any) -> None:
-        error = details.get("exception")
-        log.info(
-            "retrying %s in %.2f s (attempt %d failed: %s)",
-            details["args"][0] if details["args"] else "request",
-            details.get("wait", 0.0),
-            details["tries"],
-            error,
-        )
-
     # -- tasks ---------------------------------------------------------------------------------
     async def _create_once(
         self,
@@ -397,7 +353,7 @@ class KlingSession:
         """
         body = create_task_body(inp, callback_url or self.callback_url)
         task_id: str = await self._create_with_retries("createTask", body, before_send)
-        self._created_at[task_id] = self._clock()
+        self._waiter.created(task_id)
         return task_id
 
     async def get_task(self, task_id: str) -> Task:
@@ -430,7 +386,7 @@ class KlingSession:
         if current is not None:
             self._waits.add(current)
         try:
-            return await self._wait(task_id, timeout, on_update)
+            return await self._waiter.wait(task_id, timeout, on_update)
         except asyncio.CancelledError:
             if self._closed and current is not None and current.cancelling() == 1:
                 current.uncancel()
@@ -441,99 +397,6 @@ class KlingSession:
         finally:
             if current is not None:
                 self._waits.discard(current)
-            self._created_at.pop(task_id, None)
-
-    def _typical_render_time(self) -> float | None:
-        """Median time from creation to seen success over recent tasks, once a few are known."""
-        if self.poll.expected_lead <= 0 or len(self._render_times) < 5:
-            return None
-        return statistics.median(self._render_times)
-
-    async def _pause(self, delay: float, heard: asyncio.Future[Task] | None) -> Task | None:
-        """Sleep ``delay`` seconds, or less if a callback for the task arrives; return it."""
-        if heard is None:
-            await self._sleep(delay)
-            return None
-        if not heard.done():
-            sleeper: asyncio.Future[Any] = asyncio.ensure_future(self._sleep(delay))
-            either: set[asyncio.Future[Any]] = {sleeper, heard}
-            try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-        return heard.result() if heard.done() and not heard.cancelled() else None
-
-    async def _wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
-        started = self._clock()
-        deadline = None if timeout is None else started + timeout
-        since = self._created_at.get(task_id, started)
-        schedule = self.poll if self.webhook is None else self.fallback_poll
-        heard = self.webhook.subscribe(task_id) if self.webhook is not None else None
-        polls = 0
-        last: Task | None = None
-        try:
-            while True:
-                now = self._clock()
-                # Only when queries queue up is it worth skipping polls of tasks not likely done.
-                expected = self._typical_render_time() if self._query_limiter.waiting else None
-                delay = schedule.next_delay(now - since, polls, self._rng.random(), expected)
-                if deadline is not None and now + delay > deadline:
-                    # One last look at the deadline itself, then give up.
-                    delay = max(0.0, deadline - now)
-                called_back = await self._pause(delay, heard)
-                if self._closed:
-                    raise SessionClosedError(f"the session closed while waiting for task {task_id}")
-                polls += 1
-                if called_back is not None and not self.confirm_callbacks:
-                    task: Task | None = called_back
-                else:
-                    task = await self._query_for_wait(task_id, since, deadline, timeout, last)
-                if called_back is not None and self.webhook is not None:
-                    if task is None or not task.state.is_terminal:
-                        # The service does not confirm it: a replayed or forged callback.
-                        log.warning("callback for task %s not confirmed by the service", task_id)
-                        self.webhook.discard(task_id)
-                    heard = self.webhook.subscribe(task_id)
-                if task is not None:
-                    changed = last is None or task.state is not last.state
-                    last = task
-                    if changed and on_update is not None:
-                        result = on_update(task)
-                        if inspect.isawaitable(result):
-                            await result
-                    if task.state.is_terminal:
-                        if task.state.value == "fail":
-                            raise TaskFailedError(task)
-                        if task_id in self._created_at:
-                            self._render_times.append(self._clock() - since)
-                        return task
-                if deadline is not None and self._clock() >= deadline:
-                    raise TaskTimeoutError(task_id, timeout or 0.0, last)
-        finally:
-            if heard is not None and self.webhook is not None:
-                self.webhook.unsubscribe(task_id, heard)
-
-    async def _query_for_wait(
-        self,
-        task_id: str,
-        since: float,
-        deadline: float | None,
-        timeout: float | None,
-        last: Task | None,
-    ) -> Task | None:
-        """One recordInfo for a wait: None while the task is not visible yet."""
-        try:
-            query = self.get_task(task_id)
-            if deadline is None:
-                return await query
-            remaining = max(deadline - self._clock(), 0.001)
-            return await asyncio.wait_for(query, remaining)
-        except TaskNotVisibleError:
-            if self._clock() - since > self.not_visible_grace:
-                raise
-            return None
-        except TimeoutError:
-            raise TaskTimeoutError(task_id, timeout or 0.0, last) from None
 
     # -- account and files ---------------------------------------------------------------------
     async def get_credits(self) -> float:
@@ -675,7 +538,7 @@ class KlingSession:
             raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
         target = choose_destination(url, Path(dest), overwrite=overwrite)
         http = self._open().session
-        fetch = self._retrying(stream_to_file, _is_transient)
+        fetch = self._retrying(stream_to_file, is_transient)
         await fetch(http, url, target, timeout=self._transfer_timeout, on_progress=on_progress)
         return target
 

@@ -679,3 +679,18 @@ async def test_reachable_external_urls_are_fetched_and_checked(
             ),
         )
         assert answer["code"] == 422 and "duration" in answer["msg"]
+
+
+async def test_an_upload_over_the_size_limit_is_a_clear_400(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(max_upload_bytes=1000)
+    form = aiohttp.FormData()
+    form.add_field("file", b"x" * 5000, filename="big.bin")
+    form.add_field("uploadPath", "x")
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-stream-upload", data=form, headers=auth(sim)
+    ) as r:
+        body = await r.json()
+    assert body == {"code": 400, "msg": "File too large", "success": False}
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == 200

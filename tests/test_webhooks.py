@@ -330,3 +330,15 @@ async def test_receiver_mounts_in_an_existing_app_and_works_unsigned(
 
 def test_receiver_repr_hides_the_key() -> None:
     assert "secret-hmac" not in repr(WebhookReceiver("secret-hmac"))
+
+
+async def test_without_confirmation_the_callback_alone_ends_the_wait(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    image, video = await media_urls(http, sim)
+    async with await hooked(sim, receiver, confirm_callbacks=False) as kling:
+        task = await kling.wait_for_task(await kling.create_task(MotionControlInput(image, video)))
+    await receiver.close()
+    assert task.state is TaskState.SUCCESS and task.result_urls
+    assert sim.count("recordInfo") == 0
