@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import io
 import os
@@ -65,6 +66,16 @@ async def _open_for_reading(path: Path) -> Any:
         )
         raise
     return aiofiles.threadpool.wrap(raw, loop=loop)
+
+
+#: Files remembered per session (digests and uploads); a batch of a million distinct files
+#: must not keep them all.
+_MEMORY = 10_000
+
+
+def _trim(entries: collections.OrderedDict[Any, Any]) -> None:
+    while len(entries) > _MEMORY:
+        entries.popitem(last=False)
 
 
 def _identity(path: Path) -> tuple[str, int, int, int]:
@@ -154,10 +165,14 @@ class Uploader:
         self._base = upload_base_url
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
-        self._cache: dict[tuple[str, int, str], UploadedFile] = {}
+        self._cache: collections.OrderedDict[tuple[str, int, str], UploadedFile] = (
+            collections.OrderedDict()
+        )
         self._in_flight: dict[tuple[str, int, str], asyncio.Future[UploadedFile]] = {}
         # Digests by file identity: a batch sharing one video hashes it once, not per job.
-        self._digests: dict[tuple[str, int, int, int], asyncio.Task[tuple[str, int, bytes]]] = {}
+        self._digests: collections.OrderedDict[
+            tuple[str, int, int, int], asyncio.Future[tuple[str, int, bytes]]
+        ] = collections.OrderedDict()
         #: Uploads actually sent (cache hits excluded).
         self.sent = 0
 
@@ -167,6 +182,9 @@ class Uploader:
         if job is None:
             job = asyncio.ensure_future(asyncio.to_thread(content_digest, path))
             self._digests[identity] = job
+            _trim(self._digests)
+        else:
+            self._digests.move_to_end(identity)
         try:
             return await asyncio.shield(job)
         except Exception:
@@ -276,6 +294,8 @@ class Uploader:
     ) -> UploadedFile:
         """Run ``send`` unless the same content is already uploaded (and fresh) or uploading."""
         cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
         if cached is not None and cached.is_usable_at(datetime.now(UTC)):
             return cached
         pending = self._in_flight.get(key)
@@ -295,5 +315,6 @@ class Uploader:
         finally:
             self._in_flight.pop(key, None)
         self._cache[key] = uploaded
+        _trim(self._cache)
         future.set_result(uploaded)
         return uploaded
