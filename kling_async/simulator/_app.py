@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextvars
 import hashlib
 import json
 import logging
-import os
 import random
-import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -20,15 +15,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import attrs
 from aiohttp import web
 
-from ..errors import MediaValidationError
-from ..media import DURATION_TOLERANCE, MIME_TYPES, inspect_video, sniff_format
+from ..media import DURATION_TOLERANCE
 from ..models import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, is_http_url
 from ..signature import compute_signature
 from ._callbacks import CallbackDelivery, callback_body
 from ._config import SimulatorConfig
+from ._files import FileHost
+from ._records import ApiAnswer, Dropped, RequestRecord, current_record
 from ._state import CREDITS_PER_SECOND, Account, HostedFile, ServiceState, SimTask, SlidingWindow
 
 log = logging.getLogger("kling_async.simulator")
@@ -36,40 +31,6 @@ log = logging.getLogger("kling_async.simulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESULT_ASSET = Path(__file__).resolve().parent.parent / "assets" / "result.mp4"
 _CHUNK = 256 * 1024
-
-
-@attrs.define
-class RequestRecord:
-    """One request the simulator answered (or dropped), for tests to inspect."""
-
-    endpoint: str
-    method: str
-    path: str
-    #: Real monotonic time the request arrived.
-    time: float
-    key: str | None
-    had_authorization: bool
-    #: The error code in the body (200 on success), or None when the connection was dropped.
-    code: int | None = None
-    http_status: int | None = None
-    fault: str | None = None
-
-
-# The record of the request being handled: handlers run in the middleware's context.
-_current: contextvars.ContextVar[RequestRecord] = contextvars.ContextVar("simulator_request")
-
-
-class _ApiAnswer(Exception):
-    """Raised inside a handler to answer with a documented error envelope."""
-
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-
-
-class _Dropped(Exception):
-    """The connection was closed without an answer (fault injection)."""
 
 
 class Service:
@@ -91,6 +52,7 @@ class Service:
         self._timers: set[asyncio.TimerHandle] = set()
         self._client: aiohttp.ClientSession | None = None
         self._fetched: dict[str, HostedFile] = {}
+        self.files = FileHost(self)
         self.add_key(config.api_key, config.credits)
 
     # -- clock ---------------------------------------------------------------------------------
@@ -125,17 +87,17 @@ class Service:
     def _require_key(self, request: web.Request, message: str) -> str:
         key = self._key_of(request)
         if key is None:
-            raise _ApiAnswer(401, message)
+            raise ApiAnswer(401, message)
         return key
 
     def _check_rate(self, endpoint: str, window: SlidingWindow | None) -> None:
         if window is not None and not window.try_acquire(self.now()):
             self.rate_limited[endpoint] += 1
-            raise _ApiAnswer(429, "Rate limit exceeded")
+            raise ApiAnswer(429, "Rate limit exceeded")
 
     # -- answers -------------------------------------------------------------------------------
     def _answer(self, request: web.Request, code: int, msg: str, data: Any = None) -> web.Response:
-        record = _current.get()
+        record = current_record.get()
         upload = record.endpoint.endswith("Upload")
         body: dict[str, Any] = {"code": code, "msg": msg}
         if upload:
@@ -148,19 +110,19 @@ class Service:
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         if request.content_type != "application/json":
-            raise _ApiAnswer(400, "Content-Type must be application/json")
+            raise ApiAnswer(400, "Content-Type must be application/json")
         limit = self.config.max_json_bytes
         if request.content_length is not None and request.content_length > limit:
-            raise _ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
+            raise ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
         raw = await request.read()  # cached: a slow answer may have read it already
         if len(raw) > limit:
-            raise _ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
+            raise ApiAnswer(400, f"Request body too large (limit {limit} bytes)")
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise _ApiAnswer(400, "Request body is not valid JSON") from None
+            raise ApiAnswer(400, "Request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise _ApiAnswer(400, "Request body must be a JSON object")
+            raise ApiAnswer(400, "Request body must be a JSON object")
         return body
 
     # -- middleware ----------------------------------------------------------------------------
@@ -178,12 +140,12 @@ class Service:
             had_authorization="Authorization" in request.headers,
         )
         self.records.append(record)
-        _current.set(record)
+        current_record.set(record)
         try:
             fault = self._pick_fault(endpoint)
             record.fault = fault
             if fault == "drop":
-                raise _Dropped
+                raise Dropped
             if fault in ("500", "455", "429"):
                 messages = {
                     "500": "Internal server error",
@@ -203,14 +165,14 @@ class Service:
                     await asyncio.sleep(self.real_seconds(self.config.faults.slow_seconds))
                 response = await handler(request)
                 if fault == "drop_after":
-                    raise _Dropped
-        except _Dropped:
+                    raise Dropped
+        except Dropped:
             record.fault = record.fault or "drop"
             if request.transport is not None:
                 request.transport.abort()
             await asyncio.sleep(0)  # let aiohttp see the connection is gone before it answers
             return web.Response(status=204)
-        except _ApiAnswer as answer:
+        except ApiAnswer as answer:
             response = self._answer(request, answer.code, answer.msg)
         except web.HTTPException as exc:
             if exc.status == 413:
@@ -261,52 +223,52 @@ class Service:
         self._check_rate("createTask", account.create_window)
         body = await self._json_body(request)
         if body.get("model") != MODEL_NAME:
-            raise _ApiAnswer(422, f"model must be {MODEL_NAME}")
+            raise ApiAnswer(422, f"model must be {MODEL_NAME}")
         inp = body.get("input")
         if not isinstance(inp, dict):
-            raise _ApiAnswer(422, "input is required")
+            raise ApiAnswer(422, "input is required")
         callback = body.get("callBackUrl")
         if callback is not None and (not isinstance(callback, str) or not is_http_url(callback)):
-            raise _ApiAnswer(422, "callBackUrl must be an http(s) URL")
+            raise ApiAnswer(422, "callBackUrl must be an http(s) URL")
         prompt = inp.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
-            raise _ApiAnswer(422, "prompt must be a string")
+            raise ApiAnswer(422, "prompt must be a string")
         if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-            raise _ApiAnswer(422, f"prompt must be at most {MAX_PROMPT_CHARS} characters")
+            raise ApiAnswer(422, f"prompt must be at most {MAX_PROMPT_CHARS} characters")
         for field, allowed in (("character_orientation", ORIENTATIONS), ("mode", MODES)):
             if field not in inp:
-                raise _ApiAnswer(422, f"{field} is required")
+                raise ApiAnswer(422, f"{field} is required")
             if inp[field] not in allowed:
-                raise _ApiAnswer(422, f"{field} must be one of [{', '.join(allowed)}]")
+                raise ApiAnswer(422, f"{field} must be one of [{', '.join(allowed)}]")
         urls = {}
         for field in ("input_urls", "video_urls"):
             value = inp.get(field)
             if not isinstance(value, list) or not value:
-                raise _ApiAnswer(422, f"{field} is required")
+                raise ApiAnswer(422, f"{field} is required")
             if len(value) != 1 or not isinstance(value[0], str):
-                raise _ApiAnswer(422, f"{field} must contain exactly one URL")
+                raise ApiAnswer(422, f"{field} must contain exactly one URL")
             if not is_http_url(value[0]):
-                raise _ApiAnswer(422, f"{field}[0] is not a valid URL")
+                raise ApiAnswer(422, f"{field}[0] is not a valid URL")
             urls[field] = value[0]
-        image = await self._resolve(urls["input_urls"])
-        video = await self._resolve(urls["video_urls"])
+        image = await self.files.resolve(urls["input_urls"])
+        video = await self.files.resolve(urls["video_urls"])
         if image.image_format not in ("jpeg", "png"):
-            raise _ApiAnswer(422, "input_urls[0] must be an image/jpeg or image/png file")
+            raise ApiAnswer(422, "input_urls[0] must be an image/jpeg or image/png file")
         if video.video_seconds is None:
-            raise _ApiAnswer(
+            raise ApiAnswer(
                 422, "video_urls[0] must be a video/mp4, video/quicktime or video/x-matroska file"
             )
         longest = 10.0 if inp["character_orientation"] == "image" else 30.0
         seconds = video.video_seconds
         if seconds < 3.0 - DURATION_TOLERANCE or seconds > longest + DURATION_TOLERANCE:
-            raise _ApiAnswer(
+            raise ApiAnswer(
                 422,
                 f"video duration {seconds:.2f}s is outside 3-{longest:g}s for "
                 f"character_orientation={inp['character_orientation']}",
             )
         cost = round(CREDITS_PER_SECOND[inp["mode"]] * seconds, 2)
         if account.credits - account.reserved < cost:
-            raise _ApiAnswer(402, "Credits insufficient")
+            raise ApiAnswer(402, "Credits insufficient")
         task = self._start_task(key, body, seconds, cost, callback)
         return self._answer(request, 200, "success", {"taskId": task.task_id})
 
@@ -383,11 +345,11 @@ class Service:
         self._check_rate("recordInfo", self.state.accounts[key].query_window)
         task_id = request.query.get("taskId", "").strip()
         if not task_id:
-            raise _ApiAnswer(400, "taskId parameter is required")
+            raise ApiAnswer(400, "taskId parameter is required")
         task = self.state.tasks.get(task_id)
         now = self.now()
         if task is None or task.key != key or now < task.created + self.config.invisible_seconds:
-            raise _ApiAnswer(422, "recordInfo is null")
+            raise ApiAnswer(422, "recordInfo is null")
         self.state.settle(task, now)
         return self._answer(request, 200, "success", self.state.task_data(task, now, self._epoch0))
 
@@ -406,11 +368,11 @@ class Service:
         body = await self._json_body(request)
         url = body.get("url")
         if not isinstance(url, str) or not url:
-            raise _ApiAnswer(422, "url is required")
+            raise ApiAnswer(422, "url is required")
         name = urlsplit(url).path.rsplit("/", 1)[-1]
         task_id = name.removesuffix(".mp4")
         if not url.startswith(f"{self.base_url}/results/") or task_id not in self.state.tasks:
-            raise _ApiAnswer(422, "Only files generated by kie.ai can be downloaded")
+            raise ApiAnswer(422, "Only files generated by kie.ai can be downloaded")
         expires = int((self._epoch0 + self.now() + 20 * 60) * 1000)
         token = self._result_token(task_id, expires)
         link = f"{self.base_url}/results/{name}?expires={expires}&token={token}"
@@ -431,184 +393,6 @@ class Service:
             if not fresh or request.query.get("token") != self._result_token(task_id, expires):
                 raise web.HTTPForbidden()
         return web.FileResponse(RESULT_ASSET, headers={"Content-Type": "video/mp4"})
-
-    # -- files ---------------------------------------------------------------------------------
-    async def _resolve(self, url: str) -> HostedFile:
-        """The hosted file a task URL points at, fetching external URLs when allowed."""
-        path = urlsplit(url).path
-        hosted = self.state.files.get(path) if url.startswith(self.upload_base_url) else None
-        if hosted is not None:
-            if hosted.expires_at < self.now():
-                raise _ApiAnswer(422, f"file has expired: {url}")
-            return hosted
-        if url.startswith((self.upload_base_url, self.base_url)):
-            raise _ApiAnswer(422, f"file not found: {url}")
-        if not self.config.fetch_external_urls:
-            raise _ApiAnswer(422, f"file is not reachable: {url}")
-        if url not in self._fetched:
-            self._fetched[url] = await self._fetch(url, "external", None)
-        return self._fetched[url]
-
-    async def _fetch(self, url: str, upload_path: str, file_name: str | None) -> HostedFile:
-        timeout = aiohttp.ClientTimeout(total=max(self.real_seconds(30.0), 2.0))
-        target = self.workdir / secrets.token_hex(8)
-        size = 0
-        try:
-            async with self._http().get(url, timeout=timeout) as answer:
-                if answer.status != 200:
-                    raise _ApiAnswer(422, f"file is not reachable: {url} (HTTP {answer.status})")
-                with target.open("wb") as out:
-                    async for chunk in answer.content.iter_chunked(_CHUNK):
-                        size += len(chunk)
-                        if size > self.config.max_upload_bytes:
-                            raise _ApiAnswer(400, "File too large")
-                        out.write(chunk)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            raise _ApiAnswer(422, f"file is not reachable: {url} ({type(exc).__name__})") from None
-        name = file_name or urlsplit(url).path.rsplit("/", 1)[-1] or secrets.token_hex(8)
-        return self._host(target, upload_path, name)
-
-    def _host(self, stored: Path, upload_path: str, file_name: str) -> HostedFile:
-        """Register a stored file under its public URL, replacing a same-named one."""
-        with stored.open("rb") as fh:
-            kind = sniff_format(fh.read(32))
-        video_seconds: float | None = None
-        if kind in ("mp4", "matroska"):
-            try:
-                info = inspect_video(stored)
-                video_seconds = info.duration_s if info.container != "webm" else None
-                kind = info.container
-            except MediaValidationError:
-                video_seconds = None
-        mime = MIME_TYPES.get(kind or "", "application/octet-stream")
-        now = self.now()
-        url_path = f"/files/{upload_path}/{file_name}"
-        old = self.state.files.get(url_path)
-        if old is not None and old.path != stored:
-            old.path.unlink(missing_ok=True)
-        hosted = HostedFile(
-            path=stored,
-            url_path=url_path,
-            file_name=file_name,
-            file_path=f"{upload_path}/{file_name}",
-            size=stored.stat().st_size,
-            mime_type=mime,
-            uploaded_at=now,
-            expires_at=now + self.config.upload_lifetime,
-            video_seconds=video_seconds,
-            image_format=kind if kind in ("jpeg", "png") else None,
-        )
-        self.state.files[url_path] = hosted
-        return hosted
-
-    def _upload_answer(self, request: web.Request, hosted: HostedFile) -> web.Response:
-        uploaded = time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(self._epoch0 + hosted.uploaded_at)
-        )
-        return self._answer(
-            request,
-            200,
-            "File uploaded successfully",
-            {
-                "fileName": hosted.file_name,
-                "filePath": hosted.file_path,
-                "downloadUrl": f"{self.upload_base_url}{hosted.url_path}",
-                "fileSize": hosted.size,
-                "mimeType": hosted.mime_type,
-                "uploadedAt": f"{uploaded}.000Z",
-            },
-        )
-
-    @staticmethod
-    def _clean_upload_path(value: Any) -> str:
-        if not isinstance(value, str) or not value.strip("/ "):
-            raise _ApiAnswer(400, "Missing required parameter: uploadPath")
-        parts = [p for p in value.strip().strip("/").split("/") if p]
-        if any(p in (".", "..") or "\\" in p for p in parts):
-            raise _ApiAnswer(400, "Invalid parameter: uploadPath")
-        return "/".join(parts)
-
-    @staticmethod
-    def _clean_file_name(value: Any, fallback_ext: str = "") -> str:
-        if value in (None, ""):
-            return secrets.token_hex(8) + fallback_ext
-        if not isinstance(value, str) or "/" in value or "\\" in value or value in (".", ".."):
-            raise _ApiAnswer(400, "Invalid parameter: fileName")
-        return value
-
-    async def stream_upload(self, request: web.Request) -> web.Response:
-        """``POST /api/file-stream-upload`` (multipart: file, uploadPath, fileName)."""
-        self._require_key(request, "Authentication failed: Invalid API Key")
-        if not request.content_type.startswith("multipart/"):
-            raise _ApiAnswer(400, "Content-Type must be multipart/form-data")
-        fields: dict[str, str] = {}
-        stored: Path | None = None
-        original = ""
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, aiohttp.BodyPartReader):
-                continue
-            if part.name == "file":
-                stored = self.workdir / secrets.token_hex(8)
-                original = part.filename or ""
-                size = 0
-                with stored.open("wb") as out:
-                    while chunk := await part.read_chunk(_CHUNK):
-                        size += len(chunk)
-                        if size > self.config.max_upload_bytes:
-                            out.close()
-                            stored.unlink(missing_ok=True)
-                            raise _ApiAnswer(400, "File too large")
-                        out.write(chunk)
-            elif part.name:
-                fields[part.name] = (await part.read(decode=True)).decode("utf-8", "replace")
-        if stored is None:
-            raise _ApiAnswer(400, "Missing required parameter: file")
-        try:
-            upload_path = self._clean_upload_path(fields.get("uploadPath"))
-            name = self._clean_file_name(fields.get("fileName"), os.path.splitext(original)[1])
-        except _ApiAnswer:
-            stored.unlink(missing_ok=True)
-            raise
-        return self._upload_answer(request, self._host(stored, upload_path, name))
-
-    async def base64_upload(self, request: web.Request) -> web.Response:
-        """``POST /api/file-base64-upload`` (JSON: base64Data, uploadPath, fileName)."""
-        self._require_key(request, "Authentication failed: Invalid API Key")
-        body = await self._json_body(request)
-        data = body.get("base64Data")
-        if not isinstance(data, str) or not data:
-            raise _ApiAnswer(400, "Missing required parameter: base64Data")
-        upload_path = self._clean_upload_path(body.get("uploadPath"))
-        name = self._clean_file_name(body.get("fileName"))
-        if data.startswith("data:"):
-            data = data.partition(",")[2]
-        try:
-            raw = base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise _ApiAnswer(400, "Base64 decoding failed: Invalid Base64 format") from None
-        stored = self.workdir / secrets.token_hex(8)
-        stored.write_bytes(raw)
-        return self._upload_answer(request, self._host(stored, upload_path, name))
-
-    async def url_upload(self, request: web.Request) -> web.Response:
-        """``POST /api/file-url-upload`` (JSON: fileUrl, uploadPath, fileName)."""
-        self._require_key(request, "Authentication failed: Invalid API Key")
-        body = await self._json_body(request)
-        url = body.get("fileUrl")
-        if not isinstance(url, str) or not is_http_url(url):
-            raise _ApiAnswer(400, "Missing required parameter: fileUrl")
-        upload_path = self._clean_upload_path(body.get("uploadPath"))
-        name = self._clean_file_name(body.get("fileName")) if body.get("fileName") else None
-        hosted = await self._fetch(url, upload_path, name)
-        return self._upload_answer(request, hosted)
-
-    async def get_file(self, request: web.Request) -> web.StreamResponse:
-        """``GET /files/...``: an uploaded file, until it expires (no auth, like a CDN)."""
-        hosted = self.state.files.get(request.path)
-        if hosted is None or hosted.expires_at < self.now():
-            raise web.HTTPNotFound()
-        return web.FileResponse(hosted.path, headers={"Content-Type": hosted.mime_type})
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:
@@ -640,10 +424,10 @@ class Service:
     def upload_routes(self) -> list[web.RouteDef]:
         """Routes of the upload host (``kieai.redpandaai.co``) and of uploaded files."""
         return [
-            web.post("/api/file-stream-upload", self.stream_upload, name="streamUpload"),
-            web.post("/api/file-base64-upload", self.base64_upload, name="base64Upload"),
-            web.post("/api/file-url-upload", self.url_upload, name="urlUpload"),
-            web.get("/files/{path:.+}", self.get_file, name="file"),
+            web.post("/api/file-stream-upload", self.files.stream_upload, name="streamUpload"),
+            web.post("/api/file-base64-upload", self.files.base64_upload, name="base64Upload"),
+            web.post("/api/file-url-upload", self.files.url_upload, name="urlUpload"),
+            web.get("/files/{path:.+}", self.files.get_file, name="file"),
         ]
 
 
