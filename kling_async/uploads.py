@@ -22,7 +22,7 @@ import aiofiles
 import aiofiles.threadpool
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.payload import Payload
+from aiohttp.payload import BytesIOPayload, Payload
 
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
@@ -204,27 +204,16 @@ class Uploader:
         key = (digest, size, upload_path if file_name is None else f"{upload_path}/{file_name}")
         name = file_name or default_file_name(digest, path.name, head)
 
-        async def send() -> UploadedFile:
-            def form() -> aiohttp.FormData:
-                data = aiohttp.FormData()
-                data.add_field("uploadPath", upload_path)
-                data.add_field("fileName", name)
-                data.add_field(
-                    "file",
-                    FilePayload(
-                        path,
-                        size,
-                        content_type=mime_of(head, path.name),
-                        filename=name,
-                        on_progress=on_progress,
-                    ),
-                    filename=name,
-                )
-                return data
+        def part() -> Any:
+            return FilePayload(
+                path,
+                size,
+                content_type=mime_of(head, path.name),
+                filename=name,
+                on_progress=on_progress,
+            )
 
-            return await self._post("streamUpload", "/api/file-stream-upload", data=form)
-
-        return await self._once(key, send)
+        return await self._once(key, lambda: self._stream(upload_path, name, part))
 
     async def upload_bytes(
         self, content: bytes, *, upload_path: str, file_name: str | None
@@ -247,19 +236,12 @@ class Uploader:
                 }
                 return await self._post("base64Upload", "/api/file-base64-upload", json=body)
 
-            def form() -> aiohttp.FormData:
-                data = aiohttp.FormData()
-                data.add_field("uploadPath", upload_path)
-                data.add_field("fileName", name)
-                data.add_field(
-                    "file",
-                    io.BytesIO(content),
-                    filename=name,
-                    content_type=mime_of(content[:32], name),
+            def part() -> Any:
+                return BytesIOPayload(
+                    io.BytesIO(content), content_type=mime_of(content[:32], name), filename=name
                 )
-                return data
 
-            return await self._post("streamUpload", "/api/file-stream-upload", data=form)
+            return await self._stream(upload_path, name, part)
 
         return await self._once(key, send)
 
@@ -280,6 +262,18 @@ class Uploader:
                 timeout=self._timeout,
             )
         return parse_uploaded_file(data, now=datetime.now(UTC))
+
+    async def _stream(self, upload_path: str, name: str, part: Callable[[], Any]) -> UploadedFile:
+        """A multipart stream upload; the body is rebuilt for each attempt (a stream reads once)."""
+
+        def form() -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            data.add_field("uploadPath", upload_path)
+            data.add_field("fileName", name)
+            data.add_field("file", part(), filename=name)
+            return data
+
+        return await self._post("streamUpload", "/api/file-stream-upload", data=form)
 
     async def _post(self, endpoint: str, path: str, **kwargs: Any) -> UploadedFile:
         async with self._slots:
