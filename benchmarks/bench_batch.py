@@ -25,7 +25,7 @@ CREATE = RateLimit(20, 10.0)
 QUERY = RateLimit(10, 1.0)
 
 
-async def run(jobs: int, scale: float) -> None:
+async def run(jobs: int, scale: float, journal: bool) -> None:
     config = SimulatorConfig(time_scale=scale, credits=1e9)
     render = config.waiting_seconds + config.queuing_seconds + config.generating_seconds
     bound = (math.ceil(jobs / CREATE.max_requests) - 1) * CREATE.window + render
@@ -40,14 +40,18 @@ async def run(jobs: int, scale: float) -> None:
                 started = time.monotonic()
                 cpu = time.process_time()
                 ok = 0
-                async for outcome in kling.generate_many(batch, download_to=out):
+                book = Path(out) / "journal.sqlite" if journal else None
+                async for outcome in kling.generate_many(batch, download_to=out, journal=book):
                     ok += outcome.ok
                 elapsed = (time.monotonic() - started) / scale
                 cpu = time.process_time() - cpu
             too_many = sum(sim.rate_limited.values())
             uploads = sim.count("streamUpload")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n== batch: {jobs} jobs end to end, time scale {scale} ==")
+    print(
+        f"\n== batch: {jobs} jobs end to end, time scale {scale}, "
+        f"{'with' if journal else 'without'} a journal =="
+    )
     print(
         f"ok {ok}/{jobs}; total {elapsed:.0f} s (service time) vs lower bound {bound:.0f} s: "
         f"ratio {elapsed / bound:.3f} (goal <= 1.05); 429s {too_many}; uploads {uploads}"
@@ -63,7 +67,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--time-scale", type=float, default=0.05)
     args = parser.parse_args(argv)
-    await run(args.jobs, args.time_scale)
+    for journal in (False, True):
+        await run(args.jobs, args.time_scale, journal)
 
 
 if __name__ == "__main__":

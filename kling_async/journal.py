@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 
+#: Bumped when the table changes; a journal from a newer version is refused, not misread.
+SCHEMA_VERSION = 1
+
 _COLUMNS = frozenset(
     {
         "status",
@@ -110,11 +113,21 @@ class Journal:
         db = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
-            db.execute("PRAGMA synchronous=FULL")
             # Taking the write lock now makes a second batch fail at once, not corrupt anything.
             db.execute("BEGIN EXCLUSIVE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.execute("ROLLBACK")
+                raise KlingError(
+                    f"journal {self.path} was written by a newer kling_async "
+                    f"(schema {version}); upgrade to resume it"
+                )
             db.execute(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
+            # One fsync per step (of the write-ahead log): a step survives even a power cut.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
         except sqlite3.OperationalError as exc:
             db.close()
             if "locked" in str(exc):

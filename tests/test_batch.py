@@ -321,3 +321,27 @@ async def test_sigkill_while_creates_are_in_flight(make_sim: SimFactory, tmp_pat
     assert len(outcomes) == n and len(unknown) == n  # all were in flight: none is re-created
     assert "not created again" in str(unknown[0].error)
     assert sim.tasks_created[sim.api_key] == n and sim.count("createTask") == n
+
+
+async def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from kling_async import KlingError
+
+    path = tmp_path / "future.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(KlingError, match="newer"):
+        async with Journal(path):
+            pass
+
+
+async def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
+    from kling_async import KlingError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database, just some words that are long enough to be read" * 20)
+    with pytest.raises(KlingError, match="not a usable SQLite file"):
+        async with Journal(path):
+            pass
