@@ -694,3 +694,12 @@ async def test_an_upload_over_the_size_limit_is_a_clear_400(
         body = await r.json()
     assert body == {"code": 400, "msg": "File too large", "success": False}
     assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == 200
+
+
+async def test_the_request_log_can_be_bounded(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(request_log_limit=5)
+    for _ in range(30):
+        await call(http, sim, "GET", "/api/v1/chat/credit")
+    assert 5 <= len(sim.requests) <= 10

@@ -46,6 +46,7 @@ async def _run(args: argparse.Namespace) -> None:
         http_error_status=args.http_error_status,
         create_limit=RateLimit(args.create_limit, 10.0),
         query_limit=RateLimit(args.query_limit, 1.0),
+        request_log_limit=100_000,
     )
     sim = Simulator(
         config,

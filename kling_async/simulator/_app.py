@@ -140,6 +140,9 @@ class Service:
             had_authorization="Authorization" in request.headers,
         )
         self.records.append(record)
+        limit = self.config.request_log_limit
+        if limit is not None and len(self.records) > 2 * limit:
+            del self.records[:-limit]  # trimmed in batches: a long-running simulator stays small
         current_record.set(record)
         try:
             fault = self._pick_fault(endpoint)

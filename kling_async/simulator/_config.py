@@ -40,6 +40,8 @@ class FaultConfig:
     retry_after: float | None = None
     endpoints: frozenset[str] = frozenset(ENDPOINTS)
     seed: int = 0
+    #: Keep at most this many entries in the request log (None: all, as tests want).
+    request_log_limit: int | None = None
 
     @property
     def any(self) -> bool:
@@ -87,3 +89,5 @@ class SimulatorConfig:
     #: Let createTask and URL upload fetch http(s) URLs the simulator does not host itself.
     fetch_external_urls: bool = True
     seed: int = 0
+    #: Keep at most this many entries in the request log (None: all, as tests want).
+    request_log_limit: int | None = None
