@@ -3,6 +3,8 @@
 Reports, for each: achieved create and query rates as ratios of the configured limits (steady
 state, after the first burst), 429 answers, queries per task, and the delay from a task's
 completion on the simulator to the client returning it (median and p95, in nominal seconds).
+The simulator runs in its own process (the machine's monotonic clock is shared), so the client's
+figures are not skewed by serving the simulator from the same event loop.
 
     python -m benchmarks.bench_polling [--tasks 1000] [--time-scale 0.05]
 """
@@ -11,15 +13,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
+import socket
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 
-from kling_async import MotionControlInput, RateLimit
+from kling_async import KlingSession, MotionControlInput, PollSchedule, RateLimit
 from kling_async.simulator import Simulator, SimulatorConfig
 
 MEDIA = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
@@ -41,7 +49,7 @@ def steady_rate(times: list[float], limit: RateLimit) -> float:
     return ((len(times) - limit.max_requests) / span) / limit.rate if span > 0 else float("nan")
 
 
-async def inputs(sim: Simulator, http: aiohttp.ClientSession) -> MotionControlInput:
+async def inputs(sim: Any, http: aiohttp.ClientSession) -> MotionControlInput:
     urls = []
     for name, folder in (("character.png", "i"), ("motion.mp4", "v")):
         form = aiohttp.FormData()
@@ -65,46 +73,104 @@ def saturated_rate(times: list[float], busy: list[tuple[float, float]], limit: R
     return (inside / total) / limit.rate
 
 
+@attrs.frozen
+class RemoteSimulator:
+    """A simulator running as its own process, so that it shares no CPU with the client."""
+
+    base_url: str
+    api_key: str
+
+    @property
+    def upload_base_url(self) -> str:
+        return self.base_url
+
+    async def stats(self, http: aiohttp.ClientSession) -> dict[str, Any]:
+        async with http.get(f"{self.base_url}/_simulator/stats") as r:
+            result: dict[str, Any] = await r.json()
+            return result
+
+
+@contextlib.asynccontextmanager
+async def remote_simulator(scale: float) -> AsyncIterator[RemoteSimulator]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = "bench-key"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kling_async.simulator",
+            "--port",
+            str(port),
+            "--api-key",
+            key,
+            "--time-scale",
+            str(scale),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        yield RemoteSimulator(f"http://127.0.0.1:{port}", key)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def report(
     name: str,
-    sim: Simulator,
-    delays: list[float],
-    ok: int,
+    stats: dict[str, Any],
+    returned: dict[str, float],
     n: int,
     scale: float,
     busy: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
-    creates = [r.time / scale for r in sim.requests if r.endpoint == "createTask" and r.code == 200]
-    queries = [r.time for r in sim.requests if r.endpoint == "recordInfo" and r.code in (200, 422)]
-    too_many = sum(1 for r in sim.requests if r.code == 429)
+    rows = stats["requests"]
+    creates = [t / scale for e, t, code, _ in rows if e == "createTask" and code == 200]
+    queries = [t for e, t, code, _ in rows if e == "recordInfo" and code in (200, 422)]
+    too_many = sum(1 for _, _, code, _ in rows if code == 429)
+    asked = sum(1 for e, *_ in rows if e == "recordInfo")
+    delays = [at - stats["completed_at"][task_id] for task_id, at in returned.items()]
     query_ratio = (
         saturated_rate(queries, busy, QUERY.scaled(scale))
         if busy is not None
         else steady_rate([t / scale for t in queries], QUERY)
     )
-    row = {
+    ok = len(returned)
+    return {
         "client": name,
         "tasks ok": f"{ok}/{n}",
         "create rate / limit": f"{steady_rate(creates, CREATE):.3f}",
         "query rate / limit": f"{query_ratio:.3f}",
         "429s": too_many,
-        "queries per task": f"{sim.count('recordInfo') / max(ok, 1):.1f}",
+        "queries per task": f"{asked / max(ok, 1):.1f}",
         "delay median s": f"{statistics.median(delays) / scale:.1f}" if delays else "-",
         "delay p95 s": f"{percentile(delays, 0.95) / scale:.1f}" if delays else "-",
     }
-    return row
 
 
 async def run_ours(n: int, scale: float) -> dict[str, Any]:
-    async with Simulator(SimulatorConfig(time_scale=scale)) as sim, aiohttp.ClientSession() as http:
+    async with remote_simulator(scale) as sim, aiohttp.ClientSession() as http:
         inp = await inputs(sim, http)
-        delays: list[float] = []
-        async with sim.session() as kling:
+        returned: dict[str, float] = {}
+        async with KlingSession(
+            sim.api_key,
+            base_url=sim.base_url,
+            upload_base_url=sim.upload_base_url,
+            create_limit=CREATE.scaled(scale),
+            query_limit=QUERY.scaled(scale),
+            poll=PollSchedule().scaled(scale),
+        ) as kling:
 
             async def one() -> None:
                 task_id = await kling.create_task(inp)
                 await kling.wait_for_task(task_id)
-                delays.append(time.monotonic() - sim.completed_at(task_id))
+                returned[task_id] = time.monotonic()
 
             busy: list[tuple[float, float]] = []
             step = QUERY.window * scale / 4
@@ -121,12 +187,12 @@ async def run_ours(n: int, scale: float) -> dict[str, Any]:
             watcher = asyncio.create_task(watch())
             await asyncio.gather(*(one() for _ in range(n)))
             watcher.cancel()
-        return report("kling_async", sim, delays, len(delays), n, scale, busy)
+        return report("kling_async", await sim.stats(http), returned, n, scale, busy)
 
 
 async def run_naive(n: int, scale: float) -> dict[str, Any]:
     """What a hand-written loop does: gather everything, poll at a fixed interval, no limiter."""
-    async with Simulator(SimulatorConfig(time_scale=scale)) as sim, aiohttp.ClientSession() as http:
+    async with remote_simulator(scale) as sim, aiohttp.ClientSession() as http:
         inp = await inputs(sim, http)
         headers = {"Authorization": f"Bearer {sim.api_key}"}
         body = {
@@ -138,7 +204,7 @@ async def run_naive(n: int, scale: float) -> dict[str, Any]:
                 "mode": "720p",
             },
         }
-        delays: list[float] = []
+        returned: dict[str, float] = {}
 
         async def one() -> None:
             async with http.post(
@@ -157,11 +223,42 @@ async def run_naive(n: int, scale: float) -> dict[str, Any]:
                 ) as r:
                     answer = await r.json()
                 if answer["code"] == 200 and answer["data"]["state"] in ("success", "fail"):
-                    delays.append(time.monotonic() - sim.completed_at(task_id))
+                    returned[task_id] = time.monotonic()
                     return
 
         await asyncio.gather(*(one() for _ in range(n)))
-        return report("naive gather loop", sim, delays, len(delays), n, scale)
+        return report("naive gather loop", await sim.stats(http), returned, n, scale)
+
+
+async def run_real_window(seconds: float = 12.0, waits: int = 100) -> None:
+    """The query rate at the service's real 1 s window, with no time scaling at all.
+
+    ``waits`` waits on ids the service does not know (it answers 422, after counting them
+    against the limit) keep the query limiter saturated; the rate is measured between the first
+    and last query the simulator saw, after the first burst.
+    """
+    async with remote_simulator(1.0) as sim, aiohttp.ClientSession() as http:
+        async with KlingSession(
+            sim.api_key,
+            base_url=sim.base_url,
+            upload_base_url=sim.upload_base_url,
+            not_visible_grace=1e9,
+            poll=PollSchedule(first_delay=0.0),
+        ) as kling:
+            pending = [asyncio.create_task(kling.wait_for_task(f"{i:032x}")) for i in range(waits)]
+            await asyncio.sleep(seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        stats = await sim.stats(http)
+    rows = stats["requests"]
+    times = [t for e, t, code, _ in rows if e == "recordInfo" and code == 422]
+    print(
+        f"\n== query rate at the real window ({QUERY.max_requests} per {QUERY.window:g} s, "
+        f"{waits} waits, {seconds:g} s, no time scaling) ==\n"
+        f"rate / limit {steady_rate(times, QUERY):.3f}; 429s "
+        f"{sum(1 for _, _, code, _ in rows if code == 429)}"
+    )
 
 
 async def run_scale(n: int, scale: float) -> None:
@@ -200,7 +297,10 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--time-scale", type=float, default=0.05)
     parser.add_argument("--scale-waits", type=int, default=10_000)
+    parser.add_argument("--real-window", type=int, default=1, help="0 skips the real-time run")
     args = parser.parse_args(argv)
+    if args.real_window:
+        await run_real_window()
     if args.scale_waits:
         await run_scale(args.scale_waits, 0.002)
     if not args.tasks:

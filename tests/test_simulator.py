@@ -703,3 +703,17 @@ async def test_the_request_log_can_be_bounded(
     for _ in range(30):
         await call(http, sim, "GET", "/api/v1/chat/credit")
     assert 5 <= len(sim.requests) <= 10
+
+
+async def test_stats_endpoint_serves_counters_for_a_simulator_run_apart(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    await record(http, sim, task_id)
+    async with http.get(f"{sim.base_url}/_simulator/stats?endpoint=createTask") as r:
+        stats = await r.json()
+    assert stats["tasks_created"] == {sim.api_key: 1}
+    assert stats["rate_limited"] == {"createTask": 0, "recordInfo": 0}
+    assert stats["completed_at"][task_id] == pytest.approx(sim.completed_at(task_id))
+    assert [row[0] for row in stats["requests"]] == ["createTask"]

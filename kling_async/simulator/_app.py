@@ -422,7 +422,31 @@ class Service:
             web.get("/api/v1/chat/credit", self.credit, name="credit"),
             web.post("/api/v1/common/download-url", self.download_url, name="downloadUrl"),
             web.get("/results/{name}", self.get_result, name="result"),
+            web.get("/_simulator/stats", self.stats, name="stats"),
         ]
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """``GET /_simulator/stats``: counters and the request log, for a simulator run apart.
+
+        Not part of the service's API. ``?endpoint=`` filters the log; times are the machine's
+        monotonic clock, comparable with ``time.monotonic()`` in other processes on it.
+        """
+        wanted = request.query.get("endpoint")
+        log_rows = [
+            [r.endpoint, r.time, r.code, r.fault]
+            for r in self.records
+            if r.endpoint != "stats" and (wanted is None or r.endpoint == wanted)
+        ]
+        body = {
+            "rate_limited": self.rate_limited,
+            "tasks_created": dict(self.state.tasks_created),
+            "completed_at": {
+                task_id: self.monotonic_at(task.done_at)
+                for task_id, task in self.state.tasks.items()
+            },
+            "requests": log_rows,
+        }
+        return web.json_response(body)
 
     def upload_routes(self) -> list[web.RouteDef]:
         """Routes of the upload host (``kieai.redpandaai.co``) and of uploaded files."""
