@@ -183,7 +183,7 @@ class JobRunner:
         try:
             task = await self.session.wait_for_task(task_id, on_update=changed)
         except TaskFailedError as exc:
-            await self._record(key, status=FAILED, state="fail", error=str(exc))
+            await self._record(key, status=FAILED, state="fail", error=exc.fail_msg)
             raise
         await self._record(key, status=SUCCEEDED, state="success", result_urls=task.result_urls)
         files = await self._download(key, task, ())

@@ -151,10 +151,8 @@ class KlingSession:
         )
         self.create_limit = create_limit
         self.query_limit = query_limit
-        self.poll = poll
         self.max_retries = max_retries
         self.request_timeout = request_timeout
-        self.not_visible_grace = not_visible_grace
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random(seed)
@@ -167,10 +165,7 @@ class KlingSession:
             raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
         if webhook is not None and callback_url is None:
             raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
-        self.webhook = webhook
         self.callback_url = callback_url
-        self.confirm_callbacks = confirm_callbacks
-        self.fallback_poll = fallback_poll
         self._closed = False
         self._waiter = TaskWaiter(
             self.get_task,
@@ -546,6 +541,32 @@ class KlingSession:
     def uploads_sent(self) -> int:
         """Uploads actually sent by this session (each content is sent once)."""
         return self._uploader.sent
+
+    # -- settings that live in the waiter: read-only, one source of truth --------------------
+    @property
+    def poll(self) -> PollSchedule:
+        """The polling schedule."""
+        return self._waiter.poll
+
+    @property
+    def fallback_poll(self) -> PollSchedule:
+        """The safety-net schedule used with a webhook receiver."""
+        return self._waiter.fallback_poll
+
+    @property
+    def not_visible_grace(self) -> float:
+        """Seconds ``422 recordInfo is null`` counts as "not visible yet"."""
+        return self._waiter.not_visible_grace
+
+    @property
+    def webhook(self) -> WebhookReceiver | None:
+        """The webhook receiver waits resolve on, if any."""
+        return self._waiter.webhook
+
+    @property
+    def confirm_callbacks(self) -> bool:
+        """Whether a callback's outcome is confirmed with a query before a wait trusts it."""
+        return self._waiter.confirm_callbacks
 
     # -- introspection for benchmarks and tests ------------------------------------------------
     @property

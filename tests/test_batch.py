@@ -345,3 +345,18 @@ async def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
     with pytest.raises(KlingError, match="not a usable SQLite file"):
         async with Journal(path):
             pass
+
+
+async def test_a_failed_job_is_reported_again_not_recreated(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(failure_rate=1.0)
+    journal = tmp_path / "batch.sqlite"
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="doomed")
+    async with session_for(sim) as kling:
+        [first] = await collect(kling, [job], journal=journal)
+        [again] = await collect(kling, [job], journal=journal)
+    assert isinstance(first.error, TaskFailedError) and isinstance(again.error, TaskFailedError)
+    assert again.error.fail_msg == "Internal server error"
+    assert again.error.task.task_id == first.error.task.task_id
+    assert sim.tasks_created[sim.api_key] == 1
