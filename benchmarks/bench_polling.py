@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import resource
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import attrs
 
 from kling_async import KlingSession, MotionControlInput, PollSchedule, RateLimit
 from kling_async.simulator import Simulator, SimulatorConfig
+
+from ._remote import remote_simulator
 
 MEDIA = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
 CREATE = RateLimit(20, 10.0)
@@ -71,55 +67,6 @@ def saturated_rate(times: list[float], busy: list[tuple[float, float]], limit: R
         return float("nan")
     inside = sum(1 for t in times if any(start <= t < end for start, end in busy))
     return (inside / total) / limit.rate
-
-
-@attrs.frozen
-class RemoteSimulator:
-    """A simulator running as its own process, so that it shares no CPU with the client."""
-
-    base_url: str
-    api_key: str
-
-    @property
-    def upload_base_url(self) -> str:
-        return self.base_url
-
-    async def stats(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.get(f"{self.base_url}/_simulator/stats") as r:
-            result: dict[str, Any] = await r.json()
-            return result
-
-
-@contextlib.asynccontextmanager
-async def remote_simulator(scale: float) -> AsyncIterator[RemoteSimulator]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    key = "bench-key"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kling_async.simulator",
-            "--port",
-            str(port),
-            "--api-key",
-            key,
-            "--time-scale",
-            str(scale),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        yield RemoteSimulator(f"http://127.0.0.1:{port}", key)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def report(

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 from kling_async import KlingSession, validate_video
+
+from ._remote import remote_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -65,107 +65,91 @@ def make_video(folder: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="kling-bench-"))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kling_async.simulator", "--port", str(port), "--api-key", KEY],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     try:
-        assert server.stdout is not None
-        server.stdout.readline()
-        base = f"http://127.0.0.1:{port}"
-        video = make_video(folder)
-        size_mb = video.stat().st_size / 1024**2
+        async with remote_simulator(key=KEY) as sim:
+            base = sim.base_url
+            video = make_video(folder)
+            size_mb = video.stat().st_size / 1024**2
 
-        # Validation: ours (headers only) vs one ffprobe process.
-        ours_s = statistics.median(_timed(lambda: validate_video(video)) for _ in range(20))
-        probe_s = None
-        if shutil.which("ffprobe"):
-            probe_s = statistics.median(
+            # Validation: ours (headers only) vs one ffprobe process.
+            ours_s = statistics.median(_timed(lambda: validate_video(video)) for _ in range(20))
+            probe_s = None
+            if shutil.which("ffprobe"):
+                probe_s = statistics.median(
+                    _timed(
+                        lambda: subprocess.run(
+                            ["ffprobe", "-v", "error", "-show_format", "-show_streams", str(video)],
+                            check=True,
+                            capture_output=True,
+                        )
+                    )
+                    for _ in range(5)
+                )
+
+            # Upload: curl -F to the same server.
+            curl_s = statistics.median(
                 _timed(
                     lambda: subprocess.run(
-                        ["ffprobe", "-v", "error", "-show_format", "-show_streams", str(video)],
+                        [
+                            "curl",
+                            "-sS",
+                            "-o",
+                            "/dev/null",
+                            "-H",
+                            f"Authorization: Bearer {KEY}",
+                            "-F",
+                            f"file=@{video}",
+                            "-F",
+                            "uploadPath=bench",
+                            f"{base}/api/file-stream-upload",
+                        ],
                         check=True,
-                        capture_output=True,
                     )
                 )
-                for _ in range(5)
+                for _ in range(RUNS)
             )
 
-        # Upload: curl -F to the same server.
-        curl_s = statistics.median(
-            _timed(
-                lambda: subprocess.run(
-                    [
-                        "curl",
-                        "-sS",
-                        "-o",
-                        "/dev/null",
-                        "-H",
-                        f"Authorization: Bearer {KEY}",
-                        "-F",
-                        f"file=@{video}",
-                        "-F",
-                        "uploadPath=bench",
-                        f"{base}/api/file-stream-upload",
-                    ],
-                    check=True,
-                )
+            async with KlingSession(KEY, base_url=base, upload_base_url=base) as kling:
+                await kling.upload_file(ROOT / "tests" / "media" / "d3.0.mp4")  # warm up
+                rss_before = peak_rss_mb()
+                tracemalloc.start()
+                times = []
+                for i in range(RUNS):
+                    started = time.perf_counter()
+                    # A new name each run: the session would otherwise reuse its first upload.
+                    await kling.upload_file(video, upload_path="bench", file_name=f"run{i}.mp4")
+                    times.append(time.perf_counter() - started)
+                _, traced_peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                rss_growth = peak_rss_mb() - rss_before
+            ours_upload_s = statistics.median(times)
+
+            print(f"\n== upload and validation: {size_mb:.1f} MB, 30 s video ==")
+            print(
+                f"upload   kling_async {size_mb / ours_upload_s:7.1f} MB/s   "
+                f"curl -F {size_mb / curl_s:7.1f} MB/s"
+                f"   ratio {curl_s / ours_upload_s:.2f}"
+                " (goal >= 0.8; ours includes hashing the file)"
             )
-            for _ in range(RUNS)
-        )
-
-        async with KlingSession(KEY, base_url=base, upload_base_url=base) as kling:
-            await kling.upload_file(ROOT / "tests" / "media" / "d3.0.mp4")  # warm up
-            rss_before = peak_rss_mb()
-            tracemalloc.start()
-            times = []
-            for i in range(RUNS):
-                started = time.perf_counter()
-                # A new name each run: the session would otherwise reuse its first upload.
-                await kling.upload_file(video, upload_path="bench", file_name=f"run{i}.mp4")
-                times.append(time.perf_counter() - started)
-            _, traced_peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            rss_growth = peak_rss_mb() - rss_before
-        ours_upload_s = statistics.median(times)
-
-        print(f"\n== upload and validation: {size_mb:.1f} MB, 30 s video ==")
-        print(
-            f"upload   kling_async {size_mb / ours_upload_s:7.1f} MB/s   "
-            f"curl -F {size_mb / curl_s:7.1f} MB/s"
-            f"   ratio {curl_s / ours_upload_s:.2f} (goal >= 0.8; ours includes hashing the file)"
-        )
-        print(
-            f"memory   peak RSS growth {rss_growth:.1f} MB, "
-            f"traced Python peak {traced_peak / 1024**2:.1f} MB"
-            " (goal < 32 MB)"
-        )
-        line = f"validate kling_async {ours_s * 1000:.2f} ms"
-        if probe_s is not None:
-            line += f"   ffprobe {probe_s * 1000:.1f} ms   "
-            line += f"ours {probe_s / ours_s:.0f}x faster (goal >= 10x)"
-        else:
-            line += "   (ffprobe not installed: no ratio)"
-        print(line)
+            print(
+                f"memory   peak RSS growth {rss_growth:.1f} MB, "
+                f"traced Python peak {traced_peak / 1024**2:.1f} MB"
+                " (goal < 32 MB)"
+            )
+            line = f"validate kling_async {ours_s * 1000:.2f} ms"
+            if probe_s is not None:
+                line += f"   ffprobe {probe_s * 1000:.1f} ms   "
+                line += f"ours {probe_s / ours_s:.0f}x faster (goal >= 10x)"
+            else:
+                line += "   (ffprobe not installed: no ratio)"
+            print(line)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
-        if server.stdout is not None:
-            server.stdout.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

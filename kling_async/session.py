@@ -185,6 +185,7 @@ class KlingSession:
         self._retry_cap = retry_cap
         self._call_safely = self._retrying(self._call, is_transient)
         self._create_with_retries = self._retrying(self._create_once, create_surely_not_done)
+        self._fetch_file = self._retrying(stream_to_file, is_transient)
         # Large transfers: no total limit, but no silence longer than the request timeout.
         self._transfer_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=request_timeout, sock_read=request_timeout
@@ -533,8 +534,9 @@ class KlingSession:
             raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
         target = choose_destination(url, Path(dest), overwrite=overwrite)
         http = self._open().session
-        fetch = self._retrying(stream_to_file, is_transient)
-        await fetch(http, url, target, timeout=self._transfer_timeout, on_progress=on_progress)
+        await self._fetch_file(
+            http, url, target, timeout=self._transfer_timeout, on_progress=on_progress
+        )
         return target
 
     @property
