@@ -2,29 +2,37 @@
 
 ::
 
-    KlingError
+    KlingError                       (``task_id``: the task an error is about, when one is known)
     ├── TransportError               no answer came (connect failed, connection dropped, timed out)
-    │   └── SubmissionUnknownError   a createTask was sent, its answer was lost: it may exist
+    ├── SubmissionUnknownError       a createTask left, its answer was lost or unreadable: the task
+    │                                may exist (never a TransportError: it must not be retried)
     ├── APIError(code, message)      the service answered with an error code (body or HTTP status)
     │   ├── AuthenticationError      401
     │   ├── InsufficientCreditsError 402
+    │   ├── EdgeBlockedError         403 ``error code: 1010``: the service's edge refused the client
     │   ├── NotFoundError            404
     │   ├── InvalidRequestError      400, 405, 422
     │   │   └── TaskNotVisibleError  422 "recordInfo is null": unknown task, or not visible yet
-    │   ├── RateLimitError           429, 433
+    │   ├── RateLimitError           429: the request was dropped, retry after a window
+    │   ├── QuotaExceededError       433: a sub-key's quota is used up (not retried)
     │   ├── ServiceUnavailableError  455
     │   ├── ServerError              500 and other 5xx without a class of their own
     │   ├── GenerationFailedError    501
-    │   └── FeatureDisabledError     505
+    │   ├── FeatureDisabledError     505
+    │   └── ProtocolError            an answer that cannot be read (not JSON, missing fields);
+    │                                also a ``ValueError``
     ├── TaskFailedError(task)        the task ended in state ``fail``
     ├── TaskTimeoutError             a wait passed its deadline (also a ``TimeoutError``)
-    ├── MediaValidationError         a local file broke a rule of the service, before any upload
+    ├── DownloadError                a result arrived but is not a video (an error page, say)
+    ├── MediaValidationError         a local file broke a rule of the service, or cannot be read
     ├── SessionClosedError           the session closed while an operation was waiting
-    ├── JournalLockedError           another batch holds the journal (kling_async.journal)
-    ├── WebhookError                 a callback was refused (kling_async.webhooks)
+    ├── JournalError                 the batch journal cannot be read or written (SQLite)
+    │   └── JournalLockedError       another batch holds the journal
+    ├── WebhookError                 a callback was refused
     │   ├── WebhookVerificationError     missing header, malformed timestamp, stale, bad signature
     │   └── MalformedCallbackError       the body is not the documented JSON
-    └── ConfigurationError           the session was set up wrongly (no key, unsafe base URL)
+    └── ConfigurationError           bad arguments: no key, unsafe base URL, an invalid option
+                                     (also a ``ValueError``)
 
 An error code found in the body's ``code`` and the same code sent as an HTTP status map to the
 same class (see :func:`api_error_for`).
@@ -43,13 +51,20 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ConfigurationError",
+    "DownloadError",
+    "EdgeBlockedError",
     "FeatureDisabledError",
     "GenerationFailedError",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "JournalError",
+    "JournalLockedError",
     "KlingError",
+    "MalformedCallbackError",
     "MediaValidationError",
     "NotFoundError",
+    "ProtocolError",
+    "QuotaExceededError",
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",
@@ -59,12 +74,17 @@ __all__ = [
     "TaskNotVisibleError",
     "TaskTimeoutError",
     "TransportError",
+    "WebhookError",
+    "WebhookVerificationError",
     "api_error_for",
 ]
 
 
 class KlingError(Exception):
     """Root of every error raised by kling_async."""
+
+    #: The task this error is about, when one is known (set on errors of waits and downloads).
+    task_id: str | None = None
 
 
 class ConfigurationError(KlingError, ValueError):
@@ -85,16 +105,26 @@ class TransportError(KlingError):
         self.request_sent = request_sent
 
 
-class SubmissionUnknownError(TransportError):
-    """A createTask request was sent but its answer was lost: the task may or may not exist.
+class SubmissionUnknownError(KlingError):
+    """A createTask request left but its answer was lost or unreadable: the task may exist.
 
-    It is not retried, because a retry could create (and charge for) a second task.
+    It is not retried, because a retry could create (and charge for) a second task. It is not a
+    ``TransportError``, so code that retries transport errors never re-creates a paid task.
     """
 
-    def __init__(self, message: str, *, request_body: dict[str, Any] | None = None) -> None:
-        super().__init__(message, request_sent=True)
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_body: dict[str, Any] | None = None,
+        job_key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
         #: The createTask body that was sent (no secrets in it), to reconcile by hand.
         self.request_body = request_body
+        #: The batch job whose submission is unknown, if it came from a batch.
+        self.job_key = job_key
 
 
 class APIError(KlingError):
@@ -138,8 +168,24 @@ class TaskNotVisibleError(InvalidRequestError):
     """422 ``recordInfo is null``: the task is unknown, or was created too recently to be seen."""
 
 
+class EdgeBlockedError(APIError):
+    """403 ``error code: 1010``: the service's edge (not the API) refused this client.
+
+    The key is not at fault: the edge judged the request's ``User-Agent`` or origin. Send an
+    ordinary ``user_agent`` or ask the service's support to allow the caller's address.
+    """
+
+
 class RateLimitError(APIError):
-    """429 (or 433 for a sub-key over its limit): too many requests."""
+    """429: too many requests; the request was dropped, not queued."""
+
+
+class QuotaExceededError(APIError):
+    """433: a sub-key's quota is used up; waiting a window does not help, so it is not retried."""
+
+
+class ProtocolError(APIError, ValueError):
+    """An answer arrived but cannot be read: not JSON, not UTF-8, or missing what it must hold."""
 
 
 class ServiceUnavailableError(APIError):
@@ -166,7 +212,7 @@ _CLASS_BY_CODE: dict[int, type[APIError]] = {
     405: InvalidRequestError,
     422: InvalidRequestError,
     429: RateLimitError,
-    433: RateLimitError,
+    433: QuotaExceededError,
     455: ServiceUnavailableError,
     500: ServerError,
     501: GenerationFailedError,
@@ -174,6 +220,8 @@ _CLASS_BY_CODE: dict[int, type[APIError]] = {
 }
 
 RECORD_INFO_IS_NULL = "recordinfo is null"
+#: The text of the edge's refusal (kie-api.md section 9b).
+EDGE_BLOCK_TEXT = "error code: 1010"
 
 
 def api_error_for(
@@ -190,6 +238,12 @@ def api_error_for(
         cls = ServerError if 500 <= code <= 599 else APIError
     if code == 422 and message.strip().lower() == RECORD_INFO_IS_NULL:
         cls = TaskNotVisibleError
+    if code == 403 and EDGE_BLOCK_TEXT in message.lower():
+        cls = EdgeBlockedError
+        message = (
+            "the request was blocked by the service's edge (error code: 1010), not refused for "
+            "the key: send an ordinary User-Agent (KlingSession(user_agent=...))"
+        )
     return cls(code, message, http_status=http_status, retry_after=retry_after, endpoint=endpoint)
 
 
@@ -202,6 +256,7 @@ class TaskFailedError(KlingError):
             f"[{task.fail_code or '?'}] {task.fail_msg or 'no reason given'}"
         )
         self.task = task
+        self.task_id = task.task_id
         self.fail_code = task.fail_code
         self.fail_msg = task.fail_msg
 
@@ -217,6 +272,10 @@ class TaskTimeoutError(KlingError, TimeoutError):
         self.last_task = last_task
 
 
+class DownloadError(KlingError):
+    """A result's download arrived but is not what was asked for (an error page, not a video)."""
+
+
 class MediaValidationError(KlingError, ValueError):
     """A local media file broke one of the service's rules; raised before any upload."""
 
@@ -225,3 +284,29 @@ class MediaValidationError(KlingError, ValueError):
         self.path = str(path)
         self.rule = rule
         self.detail = detail
+
+
+class JournalError(KlingError):
+    """The batch journal cannot be opened, read or written."""
+
+
+class JournalLockedError(JournalError):
+    """Another batch has this journal open."""
+
+
+class WebhookError(KlingError):
+    """A callback could not be accepted."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        #: A short machine-readable reason, such as ``bad-signature``.
+        self.reason = reason
+        self.detail = detail
+
+
+class WebhookVerificationError(WebhookError):
+    """A callback's signature headers are missing, malformed, stale or wrong."""
+
+
+class MalformedCallbackError(WebhookError):
+    """A callback's body is not the documented JSON."""

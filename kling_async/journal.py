@@ -24,7 +24,7 @@ from typing import Any, Self
 
 import attrs
 
-from .errors import KlingError
+from .errors import JournalError, JournalLockedError
 
 __all__ = ["Journal", "JournalLockedError", "JournalRecord"]
 
@@ -72,10 +72,6 @@ FAILED = "failed"
 UNKNOWN = "unknown"
 
 
-class JournalLockedError(KlingError):
-    """Another batch has this journal open."""
-
-
 @attrs.frozen
 class JournalRecord:
     """What the journal knows about one job."""
@@ -106,7 +102,11 @@ class Journal:
         self._db: sqlite3.Connection | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            # A full disk, a file removed underneath, a corrupt page: one error class for all.
+            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ class Journal:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 db.execute("ROLLBACK")
-                raise KlingError(
+                raise JournalError(
                     f"journal {self.path} was written by a newer kling_async "
                     f"(schema {version}); upgrade to resume it"
                 )
@@ -134,10 +134,10 @@ class Journal:
                 raise JournalLockedError(
                     f"journal {self.path} is in use by another batch; wait for it to finish"
                 ) from None
-            raise KlingError(f"journal {self.path} cannot be opened: {exc}") from exc
+            raise JournalError(f"journal {self.path} cannot be opened: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             db.close()
-            raise KlingError(f"journal {self.path} is not a usable SQLite file: {exc}") from exc
+            raise JournalError(f"journal {self.path} is not a usable SQLite file: {exc}") from exc
         self._db = db
 
     async def open(self) -> None:
@@ -165,7 +165,7 @@ class Journal:
 
     def _db_or_fail(self) -> sqlite3.Connection:
         if self._db is None:
-            raise KlingError("the journal is not open")
+            raise JournalError("the journal is not open")
         return self._db
 
     def _get_sync(self, key: str) -> JournalRecord | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import KlingError
+from .errors import MalformedCallbackError, WebhookError, WebhookVerificationError
 from .models import Task
 from .signature import compute_signature, signatures_match
 from .wire import parse_task
@@ -42,24 +42,6 @@ DEFAULT_TOLERANCE = 300.0
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"
 SIGNATURE_HEADER = "X-Webhook-Signature"
 _MAX_BODY = 1024 * 1024
-
-
-class WebhookError(KlingError):
-    """A callback could not be accepted."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        #: A short machine-readable reason, such as ``bad-signature``.
-        self.reason = reason
-        self.detail = detail
-
-
-class WebhookVerificationError(WebhookError):
-    """A callback's signature headers are missing, malformed, stale or wrong."""
-
-
-class MalformedCallbackError(WebhookError):
-    """A callback's body is not the documented JSON."""
 
 
 def verify_signature(

@@ -13,6 +13,8 @@ EXPECTED = {
     "ConfigurationError",
     "DEFAULT_BASE_URL",
     "DEFAULT_UPLOAD_BASE_URL",
+    "DownloadError",
+    "EdgeBlockedError",
     "FeatureDisabledError",
     "GenerationFailedError",
     "GenerationResult",
@@ -21,15 +23,19 @@ EXPECTED = {
     "JobEvent",
     "JobEventKind",
     "JobOutcome",
+    "JournalError",
     "JournalLockedError",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "KlingError",
     "KlingSession",
+    "MalformedCallbackError",
     "MediaValidationError",
     "MotionControlInput",
     "NotFoundError",
     "PollSchedule",
+    "ProtocolError",
+    "QuotaExceededError",
     "RateLimit",
     "RateLimitError",
     "ServerError",
@@ -44,6 +50,8 @@ EXPECTED = {
     "TransportError",
     "UploadedFile",
     "VideoInfo",
+    "WebhookError",
+    "WebhookVerificationError",
     "__version__",
     "inspect_image",
     "inspect_video",
@@ -72,4 +80,7 @@ def test_error_tree_has_one_root() -> None:
         if inspect.isclass(obj) and issubclass(obj, Exception):
             assert issubclass(obj, kling_async.KlingError), name
     assert issubclass(kling_async.TaskTimeoutError, TimeoutError)
-    assert issubclass(kling_async.SubmissionUnknownError, kling_async.TransportError)
+    # Code that retries transport errors must never re-create a paid task.
+    assert not issubclass(kling_async.SubmissionUnknownError, kling_async.TransportError)
+    assert issubclass(kling_async.ConfigurationError, ValueError)
+    assert issubclass(kling_async.JournalLockedError, kling_async.JournalError)

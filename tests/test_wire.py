@@ -41,7 +41,7 @@ CODES = [
     (405, errors.InvalidRequestError),
     (422, errors.InvalidRequestError),
     (429, errors.RateLimitError),
-    (433, errors.RateLimitError),
+    (433, errors.QuotaExceededError),
     (455, errors.ServiceUnavailableError),
     (500, errors.ServerError),
     (501, errors.GenerationFailedError),
