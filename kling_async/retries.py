@@ -1,4 +1,21 @@
-"""Which failures are retried, and how long to wait between tries (with the ``backoff`` library)."""
+"""Which failures are retried, and how long to wait between tries (with the ``backoff`` library).
+
+What a failed createTask means for the money is decided here, in :func:`create_outcome`:
+
+=============================================  ==============  ==========================
+answer to createTask                           task created?   what the client does
+=============================================  ==============  ==========================
+no connection (connect or TLS failed)          surely not      retried
+429 (dropped, not queued), 455 maintenance     surely not      retried, 429 after a window
+400/401/402/403/404/405/422/433/501/505        surely not      raised; a batch job may be
+(the service refused the request)                              run again
+sent, then no answer (timeout, disconnect)     may exist       ``SubmissionUnknownError``
+500 or another 5xx, a gateway's 502/504 page   may exist       ``SubmissionUnknownError``
+an answer that cannot be read, or 200 with     may exist       ``SubmissionUnknownError``
+no ``taskId``
+cancelled after the request left               may exist       a batch lets it finish
+=============================================  ==============  ==========================
+"""
 
 from __future__ import annotations
 
@@ -10,21 +27,41 @@ from typing import Any
 import backoff
 
 from .errors import (
+    APIError,
     GenerationFailedError,
     KlingError,
+    ProtocolError,
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
     TransportError,
 )
 
-__all__ = ["create_surely_not_done", "is_transient", "retry_waits", "with_retries"]
+__all__ = [
+    "create_outcome",
+    "create_surely_not_done",
+    "is_no_news",
+    "is_transient",
+    "retry_waits",
+    "with_retries",
+]
+
+NOT_CREATED = "not created"
+MAY_EXIST = "may exist"
 
 log = logging.getLogger("kling_async")
 
 
-def retry_waits(base: float, cap: float, rng: random.Random) -> Any:
-    """Backoff wait generator: full-jitter exponential, never shorter than a ``Retry-After``."""
+def retry_waits(
+    base: float,
+    cap: float,
+    rng: random.Random,
+    floor: Callable[[Exception], float] | None = None,
+) -> Any:
+    """Backoff wait generator: full-jitter exponential, never shorter than a ``Retry-After``.
+
+    ``floor(error)`` gives a least wait for an error (a full window after a dropped createTask).
+    """
     attempt = 0
     error = yield  # backoff primes the generator, then sends each failure in
     while True:
@@ -32,19 +69,38 @@ def retry_waits(base: float, cap: float, rng: random.Random) -> Any:
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, retry_after)
+        if floor is not None and error is not None:
+            delay = max(delay, floor(error))
         attempt += 1
         error = yield delay
 
 
-def is_transient(exc: Exception) -> bool:
+def is_transient(exc: BaseException) -> bool:
     """Worth retrying for a safe call: rate limit, maintenance, 5xx (not 501), no answer."""
     if isinstance(exc, GenerationFailedError):
         return False
     return isinstance(exc, RateLimitError | ServiceUnavailableError | ServerError | TransportError)
 
 
+def is_no_news(exc: BaseException) -> bool:
+    """Inside a long wait, a failure that says nothing about the task: poll again later."""
+    return is_transient(exc) or isinstance(exc, ProtocolError)
+
+
+def create_outcome(exc: BaseException) -> str:
+    """``NOT_CREATED`` or ``MAY_EXIST`` for a createTask that failed with ``exc`` (table above)."""
+    if isinstance(exc, TransportError):
+        return MAY_EXIST if exc.request_sent else NOT_CREATED
+    if isinstance(exc, ProtocolError | ServerError):
+        return MAY_EXIST
+    if isinstance(exc, APIError):
+        # The service answered with an error of its own: it refused, and created nothing.
+        return NOT_CREATED
+    return MAY_EXIST
+
+
 def create_surely_not_done(exc: Exception) -> bool:
-    """True only when a failed createTask surely created nothing, so a retry cannot double it."""
+    """True only when a retry of a failed createTask cannot double it: 429, 455, no connection."""
     if isinstance(exc, RateLimitError | ServiceUnavailableError):
         return True
     return isinstance(exc, TransportError) and not exc.request_sent
@@ -69,6 +125,7 @@ def with_retries(
     base: float,
     cap: float,
     rng: random.Random,
+    floor: Callable[[Exception], float] | None = None,
 ) -> Callable[..., Awaitable[Any]]:
     """Wrap ``target`` in backoff's retry loop: only ``should_retry`` errors are retried."""
     decorate = backoff.on_exception(
@@ -82,5 +139,6 @@ def with_retries(
         base=base,
         cap=cap,
         rng=rng,
+        floor=floor,
     )
     return decorate(target)

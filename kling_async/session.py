@@ -24,9 +24,10 @@ from .downloads import choose_destination, stream_to_file
 from .errors import (
     ConfigurationError,
     KlingError,
+    ProtocolError,
+    RateLimitError,
     SessionClosedError,
     SubmissionUnknownError,
-    TransportError,
 )
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
 from .journal import Journal
@@ -42,7 +43,8 @@ from .models import (
     is_http_url,
 )
 from .ratelimit import Clock, RateLimiter, Sleep
-from .retries import create_surely_not_done, is_transient, with_retries
+from .retries import NOT_CREATED, create_outcome, create_surely_not_done, is_transient, with_retries
+from .submission import Submission
 from .transport import HttpTransport
 from .uploads import OnProgress, Uploader
 from .waiting import OnUpdate, TaskWaiter
@@ -63,6 +65,12 @@ log = logging.getLogger("kling_async")
 DEFAULT_BASE_URL = "https://api.kie.ai"
 DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
 API_KEY_ENV = "KIE_API_KEY"
+#: An ordinary, honest User-Agent: the service's edge refuses some library defaults (9b).
+DEFAULT_USER_AGENT = (
+    "Mozilla/5.0 (compatible; kling_async/0.1; +https://pypi.org/project/kling-async/)"
+)
+#: Transfers slower than this (bytes per second, after the request timeout's grace) are ended.
+DEFAULT_MIN_TRANSFER_RATE = 50_000.0
 
 #: 20 createTask per 10 s per account (kie-api.md section 6).
 DEFAULT_CREATE_LIMIT = RateLimit(20, 10.0)
@@ -131,6 +139,8 @@ class KlingSession:
         confirm_callbacks: bool = True,
         fallback_poll: PollSchedule = DEFAULT_FALLBACK_POLL,
         upload_concurrency: int = 4,
+        user_agent: str = DEFAULT_USER_AGENT,
+        min_transfer_rate: float = DEFAULT_MIN_TRANSFER_RATE,
         allow_insecure_http: bool = False,
         http_session: aiohttp.ClientSession | None = None,
         clock: Clock = time.monotonic,
@@ -144,6 +154,12 @@ class KlingSession:
             )
         if max_retries < 0 or request_timeout <= 0:
             raise ConfigurationError("max_retries must be >= 0 and request_timeout > 0")
+        if not user_agent or not user_agent.isprintable() or not user_agent.isascii():
+            raise ConfigurationError("user_agent must be printable ASCII text")
+        if not min_transfer_rate > 0:
+            raise ConfigurationError("min_transfer_rate must be > 0 (bytes per second)")
+        self.user_agent = user_agent
+        self.min_transfer_rate = float(min_transfer_rate)
         self.__api_key = key.strip()
         self.base_url = _check_base_url("base_url", base_url, allow_insecure_http)
         self.upload_base_url = _check_base_url(
@@ -167,8 +183,10 @@ class KlingSession:
             raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
         self.callback_url = callback_url
         self._closed = False
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
         self._waiter = TaskWaiter(
-            self.get_task,
+            self._get_task_once,
             poll=poll,
             fallback_poll=fallback_poll,
             query_limiter=self._query_limiter,
@@ -179,13 +197,20 @@ class KlingSession:
             webhook=webhook,
             confirm_callbacks=confirm_callbacks,
             is_closed=lambda: self._closed,
+            last_look=request_timeout,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
         )
+        # Work the session owns: waits (each in a task of its own, so close() ends the wait and
+        # never the caller) and createTask calls (which may outlive a cancelled caller).
         self._waits: set[asyncio.Task[Any]] = set()
-        self._retry_base = retry_base
-        self._retry_cap = retry_cap
+        self._submissions: set[asyncio.Task[str]] = set()
         self._call_safely = self._retrying(self._call, is_transient)
-        self._create_with_retries = self._retrying(self._create_once, create_surely_not_done)
+        self._create_with_retries = self._retrying(
+            self._create_once, create_surely_not_done, floor=self._create_floor
+        )
         self._fetch_file = self._retrying(stream_to_file, is_transient)
+        self._get_task_retried = self._retrying(self._get_task_once, is_transient)
         # Large transfers: no total limit, but no silence longer than the request timeout.
         self._transfer_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=request_timeout, sock_read=request_timeout
@@ -198,7 +223,10 @@ class KlingSession:
         )
 
     def _retrying(
-        self, target: Callable[..., Awaitable[Any]], should_retry: Callable[[Exception], bool]
+        self,
+        target: Callable[..., Awaitable[Any]],
+        should_retry: Callable[[Exception], bool],
+        floor: Callable[[Exception], float] | None = None,
     ) -> Callable[..., Awaitable[Any]]:
         return with_retries(
             target,
@@ -207,7 +235,12 @@ class KlingSession:
             base=self._retry_base,
             cap=self._retry_cap,
             rng=self._rng,
+            floor=floor,
         )
+
+    def _create_floor(self, exc: Exception) -> float:
+        # A 429 means the request was dropped, not queued: wait out a whole window (9b).
+        return self.create_limit.window if isinstance(exc, RateLimitError) else 0.0
 
     def __repr__(self) -> str:
         return f"KlingSession(base_url={self.base_url!r}, upload_base_url={self.upload_base_url!r})"
@@ -235,17 +268,31 @@ class KlingSession:
         return self._transport
 
     async def close(self) -> None:
-        """End waits still in flight (they raise ``SessionClosedError``) and close connections."""
+        """End waits still in flight (they raise ``SessionClosedError``) and close connections.
+
+        Only the work the session owns is ended, never a caller's own task. A createTask already
+        on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
+        """
         self._closed = True
-        current = asyncio.current_task()
-        pending = [t for t in self._waits if t is not current and not t.done()]
-        for task in pending:
+        waits = [t for t in self._waits if not t.done()]
+        for task in waits:
             task.cancel("kling session closed")
-        if pending:
-            await asyncio.wait(pending)
+        if waits:
+            await asyncio.wait(waits)
+        await self._settle_submissions()
         if self._own_http and self._http is not None:
             await self._http.close()
         self._transport = None
+
+    async def _settle_submissions(self) -> None:
+        landing = [t for t in self._submissions if not t.done()]
+        if not landing:
+            return
+        _, late = await asyncio.wait(landing, timeout=self.request_timeout)
+        for task in late:
+            task.cancel("kling session closed")
+        if late:
+            await asyncio.wait(late)
 
     @property
     def closed(self) -> bool:
@@ -254,7 +301,7 @@ class KlingSession:
 
     # -- the one choke point for API requests --------------------------------------------------
     def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.__api_key}"}
+        return {"Authorization": f"Bearer {self.__api_key}", "User-Agent": self.user_agent}
 
     async def _call(
         self,
@@ -308,12 +355,13 @@ class KlingSession:
         )
 
     # -- tasks ---------------------------------------------------------------------------------
-    async def _create_once(
-        self,
-        endpoint: str,
-        body: dict[str, Any],
-        before_send: Callable[[], Awaitable[None]] | None,
-    ) -> str:
+    async def _create_once(self, endpoint: str, body: dict[str, Any], sub: Submission) -> str:
+        async def leaving() -> None:
+            if sub.before_send is not None:
+                await sub.before_send()
+            # From here on the request may reach the service: the task may exist.
+            sub.sent = True
+
         try:
             data = await self._call(
                 endpoint,
@@ -321,17 +369,29 @@ class KlingSession:
                 f"{self.base_url}/api/v1/jobs/createTask",
                 limiter=self._create_limiter,
                 json=body,
-                before_send=before_send,
+                before_send=leaving,
             )
-        except TransportError as exc:
-            if exc.request_sent:
-                raise SubmissionUnknownError(
-                    f"createTask was sent but its answer was lost ({exc.message}); the task may "
-                    "exist and be charged, so it is not retried",
-                    request_body=body,
-                ) from exc
+            return parse_task_id(data)
+        except KlingError as exc:
+            if not sub.sent or create_outcome(exc) == NOT_CREATED:
+                sub.sent = False
+                raise
+            raise SubmissionUnknownError(
+                f"createTask was sent but its outcome is unknown ({exc}); the task may exist "
+                "and be charged, so it is not sent again",
+                request_body=body,
+            ) from exc
+
+    async def _submit(self, body: dict[str, Any], sub: Submission) -> str:
+        try:
+            task_id: str = await self._create_with_retries("createTask", body, sub)
+        except BaseException as exc:
+            sub.error = exc
             raise
-        return parse_task_id(data)
+        sub.task_id = task_id
+        sub.sent = False
+        self._waiter.created(task_id)
+        return task_id
 
     async def create_task(
         self,
@@ -339,22 +399,64 @@ class KlingSession:
         callback_url: str | None = None,
         *,
         before_send: Callable[[], Awaitable[None]] | None = None,
+        submission: Submission | None = None,
     ) -> str:
         """Create a task and return its id.
 
-        Retried only when the service surely created nothing (429, 455, or no connection); if the
-        request went out and its answer was lost, ``SubmissionUnknownError`` is raised instead.
+        Retried only when the service surely created nothing (429 after a full window, 455, or
+        no connection); if the request went out and its outcome is unknown (lost answer, a 5xx
+        or gateway page, an unreadable answer), ``SubmissionUnknownError`` is raised instead.
         ``before_send`` is awaited just before each attempt leaves (after its rate-limit slot is
         granted): the place to record "this task may now exist" in a journal of your own.
+
+        The request runs in a task the session owns. If the caller is cancelled while it is on
+        the wire, it is let finish (up to ``request_timeout``) and the id is logged; pass a
+        :class:`Submission` to read the outcome after a cancellation.
         """
         body = create_task_body(inp, callback_url or self.callback_url)
-        task_id: str = await self._create_with_retries("createTask", body, before_send)
-        self._waiter.created(task_id)
-        return task_id
+        self._open()
+        sub = submission if submission is not None else Submission()
+        sub.before_send = before_send
+        owned = asyncio.create_task(self._submit(body, sub), name="kling createTask")
+        sub.attach(owned)
+        self._submissions.add(owned)
+        owned.add_done_callback(self._submissions.discard)
+        try:
+            return await asyncio.shield(owned)
+        except asyncio.CancelledError:
+            if not owned.done():
+                self._let_land(owned, sub)
+            raise
+
+    def _let_land(self, owned: asyncio.Task[str], sub: Submission) -> None:
+        """The caller left: drop a call not yet sent, give one on the wire a bounded time."""
+        if not sub.sent:
+            owned.cancel("the caller of create_task was cancelled before it was sent")
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self.request_timeout + 1.0, owned.cancel, "createTask took too long to land"
+        )
+
+        def landed(task: asyncio.Task[str]) -> None:
+            timer.cancel()
+            if sub.task_id is not None:
+                log.warning("task %s was created after its caller was cancelled", sub.task_id)
+            elif sub.sent:
+                log.warning("a createTask cancelled on the wire may have created a task")
+
+        owned.add_done_callback(landed)
 
     async def get_task(self, task_id: str) -> Task:
         """The task's current state (one recordInfo query, retried on transient failures)."""
-        data = await self._call_safely(
+        try:
+            task: Task = await self._get_task_retried(task_id)
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
+        return task
+
+    async def _get_task_once(self, task_id: str) -> Task:
+        data = await self._call(
             "recordInfo",
             "GET",
             f"{self.base_url}/api/v1/jobs/recordInfo",
@@ -363,8 +465,12 @@ class KlingSession:
         )
         try:
             return parse_task(data)
+        except ProtocolError:
+            raise
         except ValueError as exc:
-            raise KlingError(f"recordInfo for {task_id} was not understood: {exc}") from exc
+            raise ProtocolError(
+                0, f"recordInfo for {task_id} was not understood: {exc}", endpoint="recordInfo"
+            ) from exc
 
     async def wait_for_task(
         self,
@@ -375,24 +481,31 @@ class KlingSession:
         """Poll until the task ends; return it on success, raise ``TaskFailedError`` on failure.
 
         ``timeout`` is a deadline for the whole wait on the monotonic clock (``TaskTimeoutError``);
-        ``on_update(task)`` (plain or async) is called on each change of state. Cancelling the wait
-        stops its polling at once.
+        ``on_update(task)`` (plain or async) is called on each change of state, and an error it
+        raises is logged, never the wait's end. Failures that say nothing about the task (429,
+        455, 5xx, dropped connections) are retried with backoff until the deadline. Every error
+        raised carries ``task_id``. Cancelling the wait stops its polling at once.
         """
-        current = asyncio.current_task()
-        if current is not None:
-            self._waits.add(current)
+        self._open()
+        wait = asyncio.create_task(
+            self._waiter.wait(task_id, timeout, on_update), name=f"kling wait {task_id}"
+        )
+        self._waits.add(wait)
+        wait.add_done_callback(self._waits.discard)
         try:
-            return await self._waiter.wait(task_id, timeout, on_update)
+            # Cancelling the caller cancels its own wait (nobody else shares it).
+            return await wait
         except asyncio.CancelledError:
-            if self._closed and current is not None and current.cancelling() == 1:
-                current.uncancel()
-                raise SessionClosedError(
-                    f"the session closed while waiting for task {task_id}"
-                ) from None
+            current = asyncio.current_task()
+            caller_cancelled = current is not None and current.cancelling() > 0
+            if self._closed and wait.cancelled() and not caller_cancelled:
+                closed = SessionClosedError(f"the session closed while waiting for task {task_id}")
+                closed.task_id = task_id
+                raise closed from None
             raise
-        finally:
-            if current is not None:
-                self._waits.discard(current)
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
 
     # -- account and files ---------------------------------------------------------------------
     async def get_credits(self) -> float:

@@ -1,4 +1,9 @@
-"""Waiting for tasks: the polling loop, webhook-first waits, deadlines and learned render times."""
+"""Waiting for tasks: the polling loop, webhook-first waits, deadlines and learned render times.
+
+A wait ends only with the task's outcome, its own deadline, or an answer that speaks of the task
+itself. Failures that say nothing about the task (429, 455, 5xx, a dropped connection, an answer
+that cannot be read) are "no news": the wait polls again later, backing off, until its deadline.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,17 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import SessionClosedError, TaskFailedError, TaskNotVisibleError, TaskTimeoutError
+from .errors import (
+    KlingError,
+    NotFoundError,
+    SessionClosedError,
+    TaskFailedError,
+    TaskNotVisibleError,
+    TaskTimeoutError,
+)
 from .models import PollSchedule, Task
 from .ratelimit import Clock, RateLimiter, Sleep
+from .retries import is_no_news
 from .webhooks import WebhookReceiver
 
 __all__ = ["OnUpdate", "TaskWaiter"]
@@ -43,6 +56,9 @@ class TaskWaiter:
         webhook: WebhookReceiver | None,
         confirm_callbacks: bool,
         is_closed: Callable[[], bool],
+        last_look: float = 30.0,
+        retry_base: float = 0.5,
+        retry_cap: float = 20.0,
     ) -> None:
         self._get_task = get_task
         self.poll = poll
@@ -55,6 +71,11 @@ class TaskWaiter:
         self.webhook = webhook
         self.confirm_callbacks = confirm_callbacks
         self._is_closed = is_closed
+        #: The query at a wait's deadline may take this long: the last look gets a real chance.
+        self._last_look = last_look
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._unknown_states: set[str] = set()
         self._created_at: dict[str, float] = {}
         self._render_times: collections.deque[float] = collections.deque(maxlen=_RENDER_MEMORY)
 
@@ -70,7 +91,8 @@ class TaskWaiter:
 
     async def _pause(self, delay: float, heard: asyncio.Future[Task] | None) -> Task | None:
         """Sleep ``delay`` seconds, or less if a callback for the task arrives; return it."""
-        if heard is None:
+        if heard is None or heard.cancelled():
+            # No receiver, or it closed: fall back to the polling schedule, never a busy loop.
             await self._sleep(delay)
             return None
         if not heard.done():
@@ -96,13 +118,22 @@ class TaskWaiter:
         schedule = self.poll if self.webhook is None else self.fallback_poll
         heard = self.webhook.subscribe(task_id) if self.webhook is not None else None
         polls = 0
+        failures = 0
+        retry_after: float | None = None
         last: Task | None = None
         try:
             while True:
                 now = self._clock()
+                if deadline is not None and now >= deadline:
+                    raise TaskTimeoutError(task_id, timeout or 0.0, last)
                 # Only when queries queue up is it worth skipping polls of tasks not likely done.
                 expected = self.typical_render_time() if self._query_limiter.waiting else None
                 delay = schedule.next_delay(now - since, polls, self._rng.random(), expected)
+                if failures:
+                    backoff = self._rng.uniform(
+                        0.0, min(self._retry_cap, self._retry_base * 2**failures)
+                    )
+                    delay = max(delay, backoff, retry_after or 0.0)
                 if deadline is not None and now + delay > deadline:
                     # One last look at the deadline itself, then give up.
                     delay = max(0.0, deadline - now)
@@ -113,7 +144,18 @@ class TaskWaiter:
                 if called_back is not None and not self.confirm_callbacks:
                     task: Task | None = called_back
                 else:
-                    task = await self._query(task_id, since, deadline, timeout, last)
+                    try:
+                        task = await self._query(task_id, since, deadline)
+                    except KlingError as exc:
+                        if not is_no_news(exc):
+                            raise
+                        failures += 1
+                        retry_after = getattr(exc, "retry_after", None)
+                        log.info("task %s: no news this time (%s); polling on", task_id, exc)
+                        task = None
+                    else:
+                        failures = 0
+                        retry_after = None
                 if called_back is not None and self.webhook is not None:
                     if task is None or not task.state.is_terminal:
                         # The service does not confirm it: a replayed or forged callback.
@@ -121,42 +163,53 @@ class TaskWaiter:
                         self.webhook.discard(task_id)
                     heard = self.webhook.subscribe(task_id)
                 if task is not None:
+                    self._note_unknown_state(task)
                     changed = last is None or task.state is not last.state
                     last = task
                     if changed and on_update is not None:
-                        result = on_update(task)
-                        if inspect.isawaitable(result):
-                            await result
+                        await self._tell(on_update, task)
                     if task.state.is_terminal:
                         if task.state.value == "fail":
                             raise TaskFailedError(task)
                         if task_id in self._created_at:
                             self._render_times.append(self._clock() - since)
                         return task
-                if deadline is not None and self._clock() >= deadline:
-                    raise TaskTimeoutError(task_id, timeout or 0.0, last)
         finally:
             if heard is not None and self.webhook is not None:
                 self.webhook.unsubscribe(task_id, heard)
 
-    async def _query(
-        self,
-        task_id: str,
-        since: float,
-        deadline: float | None,
-        timeout: float | None,
-        last: Task | None,
-    ) -> Task | None:
+    def _note_unknown_state(self, task: Task) -> None:
+        raw = getattr(task, "raw_state", None)
+        if raw and raw not in self._unknown_states:
+            self._unknown_states.add(raw)
+            log.warning(
+                "task %s is in a state this client does not know (%r): waiting on",
+                task.task_id,
+                raw,
+            )
+
+    async def _tell(self, on_update: OnUpdate, task: Task) -> None:
+        """Call the user's ``on_update``; an error there is logged, never the wait's end."""
+        try:
+            result = on_update(task)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_update raised for task %s; the wait goes on", task.task_id)
+
+    async def _query(self, task_id: str, since: float, deadline: float | None) -> Task | None:
         """One recordInfo for a wait: None while the task is not visible yet."""
         try:
             query = self._get_task(task_id)
             if deadline is None:
                 return await query
-            remaining = max(deadline - self._clock(), 0.001)
+            remaining = max(deadline - self._clock(), self._last_look)
             return await asyncio.wait_for(query, remaining)
-        except TaskNotVisibleError:
+        except (TaskNotVisibleError, NotFoundError):
+            # 422 "recordInfo is null" or 404 right after creation: not visible yet.
             if self._clock() - since > self.not_visible_grace:
                 raise
             return None
         except TimeoutError:
-            raise TaskTimeoutError(task_id, timeout or 0.0, last) from None
+            # The last look ran out too: the caller's deadline check ends the wait.
+            return None
