@@ -2,12 +2,22 @@
 
 A job goes: validate → upload (each content once) → createTask → wait → download. With a journal,
 each step is recorded before the next, and a rerun picks up where the last run stopped.
+
+A job's journal status moves ``pending → creating → created → succeeded | failed``. It goes back
+to ``pending`` only when its createTask surely never reached the service; anything else after
+the request left is ``unknown`` ("may exist"), and the job is never created again until the user
+releases it (:func:`kling_async.journal.release_jobs`). A batch that is cancelled stops taking
+jobs and cancels their work, but a createTask already on the wire is let land (bounded by the
+request timeout) and its task id recorded: Ctrl-C normally leaves no unknown job behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
+import re
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -18,21 +28,26 @@ from collections.abc import (
 )
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from .downloads import safe_file_name
-from .errors import SubmissionUnknownError, TaskFailedError
+from .errors import ConfigurationError, KlingError, SubmissionUnknownError, TaskFailedError
 from .jobs import GenerationResult, Job, JobEvent, JobEventKind, JobOutcome, MediaSource
 from .journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
 from .media import validate_image, validate_video
 from .models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
+from .submission import Submission
 
 if TYPE_CHECKING:
     from .session import KlingSession
 
-__all__ = ["JobRunner", "run_many"]
+__all__ = ["BatchRun", "JobRunner", "file_stem", "run_many"]
+
+log = logging.getLogger("kling_async")
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
+_UNSAFE_NAME = re.compile(r"[^a-z0-9._-]+")
 #: An upload recorded in the journal is reused only if it stays valid this much longer.
 UPLOAD_MARGIN = timedelta(hours=1)
 
@@ -48,20 +63,33 @@ class JobRunner:
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
         callback_url: str | None = None,
+        job_timeout: float | None = None,
     ) -> None:
         self.session = session
         self.journal = journal
         self.download_to = Path(download_to) if download_to is not None else None
         self.on_event = on_event
         self.callback_url = callback_url
+        self.job_timeout = job_timeout
+        # Journal bookkeeping of createTask calls whose job was cancelled while they were on
+        # the wire: owned here, awaited by :meth:`landed` before the journal closes.
+        self._landing: set[asyncio.Task[None]] = set()
 
     async def emit(self, kind: JobEventKind, key: str, **fields: Any) -> None:
-        """Report one step; a plain or async ``on_event`` may be given."""
+        """Report one step to ``on_event`` (plain or async); an error it raises is logged."""
         if self.on_event is None:
             return
-        result = self.on_event(JobEvent(kind, key, **fields))
-        if asyncio.iscoroutine(result):
-            await result
+        try:
+            result = self.on_event(JobEvent(kind, key, **fields))
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("on_event raised for job %s (%s); the job goes on", key, kind.value)
+
+    async def landed(self) -> None:
+        """Wait until every createTask left on the wire by a cancelled job is recorded."""
+        while self._landing:
+            await asyncio.wait(set(self._landing))
 
     async def _record(self, key: str, **fields: Any) -> None:
         if self.journal is not None:
@@ -102,14 +130,14 @@ class JobRunner:
             if after_create is not None:
                 after_create()
             await self.emit(JobEventKind.RESUMED, key, task_id=task_id)
-        return await self._finish(key, task_id)
+        return await self._finish(job, task_id)
 
     async def _settled(self, job: Job, record: JournalRecord) -> GenerationResult:
         """A job the journal says has ended (or may have been created): never create it again."""
         key = job.job_key
         if record.status == SUCCEEDED and record.task_id is not None:
             task = Task(record.task_id, TaskState.SUCCESS, result_urls=record.result_urls)
-            files = await self._download(key, task, record.files)
+            files = await self._download(job, task, record.files)
             await self.emit(JobEventKind.SKIPPED, key, task_id=task.task_id, detail="done before")
             return GenerationResult(task, task.result_urls, files)
         if record.status == FAILED and record.task_id is not None:
@@ -119,8 +147,10 @@ class JobRunner:
         raise SubmissionUnknownError(
             f"job {key}: its createTask was sent but the answer never reached the journal "
             f"({record.error or 'the batch stopped while it was in flight'}); it is not created "
-            "again, to avoid paying twice. Check your kie.ai task list, then give the job a new "
-            "key to redo it."
+            "again, to avoid paying twice. Check your kie.ai task list; if no task was made, "
+            "release the job (kling_async.journal.release_jobs, or "
+            "`python -m kling_async release JOURNAL KEY`) and run the batch again.",
+            job_key=key,
         )
 
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
@@ -162,11 +192,23 @@ class JobRunner:
             # Committed before the request leaves: a crash from here on cannot re-create it.
             await self._record(key, status=CREATING)
 
+        sub = Submission()
         try:
             task_id = await self.session.create_task(
-                inp, self.callback_url, before_send=sending if self.journal else None
+                inp,
+                self.callback_url,
+                before_send=sending if self.journal else None,
+                submission=sub,
             )
+        except asyncio.CancelledError:
+            # The session lets a request on the wire land; record how it ends, even though
+            # this job is going away.
+            landing = asyncio.create_task(self._record_landing(key, sub))
+            self._landing.add(landing)
+            landing.add_done_callback(self._landing.discard)
+            raise
         except SubmissionUnknownError as exc:
+            exc.job_key = key
             await self._record(key, status=UNKNOWN, error=str(exc))
             raise
         except BaseException as exc:
@@ -176,23 +218,51 @@ class JobRunner:
         await self._record(key, status=CREATED, task_id=task_id, error=None)
         return task_id
 
-    async def _finish(self, key: str, task_id: str) -> GenerationResult:
+    async def _record_landing(self, key: str, sub: Submission) -> None:
+        await sub.settled()
+        if sub.task_id is not None:
+            await self._record(key, status=CREATED, task_id=sub.task_id, error=None)
+        elif sub.sent:
+            await self._record(
+                key, status=UNKNOWN, error="the batch stopped while createTask was on the wire"
+            )
+        else:
+            # Never sent (or surely refused): nothing exists, the job may run again.
+            await self._record(key, status=PENDING, error="the batch stopped before it was sent")
+
+    async def _finish(self, job: Job, task_id: str) -> GenerationResult:
+        key = job.job_key
+
         async def changed(task: Task) -> None:
             await self.emit(JobEventKind.STATE_CHANGED, key, task_id=task_id, task=task)
 
         try:
-            task = await self.session.wait_for_task(task_id, on_update=changed)
+            task = await self.session.wait_for_task(
+                task_id, timeout=self.job_timeout, on_update=changed
+            )
         except TaskFailedError as exc:
             await self._record(key, status=FAILED, state="fail", error=exc.fail_msg)
             raise
         await self._record(key, status=SUCCEEDED, state="success", result_urls=task.result_urls)
-        files = await self._download(key, task, ())
+        files = await self._download(job, task, ())
         return GenerationResult(task, task.result_urls, files)
 
-    async def _download(self, key: str, task: Task, known: tuple[Path, ...]) -> tuple[Path, ...]:
+    async def _download(self, job: Job, task: Task, known: tuple[Path, ...]) -> tuple[Path, ...]:
+        try:
+            return await self._download_all(job, task, known)
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task.task_id
+            raise
+
+    async def _download_all(
+        self, job: Job, task: Task, known: tuple[Path, ...]
+    ) -> tuple[Path, ...]:
+        key = job.job_key
         if self.download_to is None:
             return known
-        base = safe_file_name(key, default="clip")
+        # A job's own key names its file; without one, the task id does (three generate() calls on
+        # the same inputs make three files). Either is stable across reruns.
+        base = file_stem(job.key) if job.key is not None else safe_file_name(task.task_id)
         files: list[Path] = []
         for index, url in enumerate(task.result_urls):
             suffix = Path(safe_file_name(url)).suffix or ".mp4"
@@ -200,7 +270,7 @@ class JobRunner:
                 f"{base}{suffix}" if len(task.result_urls) == 1 else f"{base}-{index + 1}{suffix}"
             )
             target = self.download_to / name
-            if target in known and target.exists():
+            if target in known and await asyncio.to_thread(target.exists):
                 files.append(target)
                 continue
             path = await self.session.download(url, target, overwrite=True)
@@ -214,6 +284,19 @@ class JobRunner:
             )
         await self._record(key, files=files)
         return tuple(files)
+
+
+def file_stem(key: str) -> str:
+    """A file name stem for a job key: safe on every file system, and distinct for distinct keys.
+
+    A key that is already a safe lower-case name is used as is; any other gets a short hash of the
+    key itself, so ``alice/clip1`` and ``bob/clip1`` (or ``Run?1`` and ``run?1``) never collide.
+    """
+    safe = _UNSAFE_NAME.sub("_", key.lower()).strip("._")[:80]
+    if safe == key and safe:
+        return safe
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe}-{digest}" if safe else f"job-{digest}"
 
 
 async def _iterate(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
@@ -236,15 +319,20 @@ async def run_many(
 
     At most ``max_pending`` jobs are pulled but not yet created, and at most ``max_running``
     (if set) have a task the service is working on; a job's failure never stops the others.
+    A job whose key repeats an earlier one of the batch ends at once with a
+    ``ConfigurationError``. Leaving early (``aclose``, an error, cancellation) stops pulling
+    jobs, cancels their work, and waits for createTask calls on the wire to be recorded.
     """
     pending = asyncio.Semaphore(max_pending)
     running = asyncio.Semaphore(max_running) if max_running else None
     outcomes: asyncio.Queue[JobOutcome | BaseException | None] = asyncio.Queue()
     active: set[asyncio.Task[None]] = set()
+    seen: set[str] = set()
 
     async def one(job: Job) -> None:
         released = False
         holds_running = False
+        outcome: JobOutcome | None = None
 
         def release_pending() -> None:
             nonlocal released
@@ -262,15 +350,22 @@ async def run_many(
             result = await runner.run(
                 job, before_create=acquire_running, after_create=release_pending
             )
-            outcome = JobOutcome(job, result=result)
+            outcome = JobOutcome(job, result=result, task_id=result.task.task_id)
         except Exception as exc:  # one job's failure is its outcome, never the batch's
-            outcome = JobOutcome(job, error=exc)
-            await runner.emit(JobEventKind.FAILED, job.job_key, error=exc, detail=str(exc))
+            outcome = JobOutcome(job, error=exc, task_id=getattr(exc, "task_id", None))
+            await runner.emit(
+                JobEventKind.FAILED,
+                job.job_key,
+                task_id=outcome.task_id,
+                error=exc,
+                detail=str(exc),
+            )
         finally:
             release_pending()
             if holds_running and running is not None:
                 running.release()
-        outcomes.put_nowait(outcome)
+            if outcome is not None:
+                outcomes.put_nowait(outcome)
 
     started = 0
 
@@ -278,16 +373,25 @@ async def run_many(
         nonlocal started
         try:
             async for job in _iterate(jobs):
-                await pending.acquire()
-                task = asyncio.create_task(one(job))
+                key = job.job_key
                 started += 1
+                if key in seen:
+                    error = ConfigurationError(
+                        f"job key {key!r} appears twice in this batch; the repeat is not run "
+                        "(give each job a key of its own)"
+                    )
+                    outcomes.put_nowait(JobOutcome(job, error=error))
+                    continue
+                seen.add(key)
+                await pending.acquire()
+                task = asyncio.create_task(one(job), name=f"kling job {key}")
                 active.add(task)
                 task.add_done_callback(active.discard)
             outcomes.put_nowait(None)
         except Exception as exc:  # the caller's iterable failed: stop and tell them
             outcomes.put_nowait(exc)
 
-    producer = asyncio.create_task(produce())
+    producer = asyncio.create_task(produce(), name="kling batch producer")
     exhausted = False
     delivered = 0
     try:
@@ -305,3 +409,38 @@ async def run_many(
         for task in list(active):
             task.cancel()
         await asyncio.gather(producer, *active, return_exceptions=True)
+        # A createTask on the wire lands in the journal before the batch lets it go.
+        await runner.landed()
+
+
+class BatchRun:
+    """The outcomes of ``generate_many``, as its jobs end.
+
+    Iterate with ``async for``. To leave early, use ``async with kling.generate_many(...) as
+    outcomes:`` (or call :meth:`aclose`): the batch then stops at once, lets createTask calls on
+    the wire land in the journal, and releases the journal before the block ends.
+    """
+
+    def __init__(self, outcomes: AsyncGenerator[JobOutcome, None]) -> None:
+        self._outcomes = outcomes
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> JobOutcome:
+        return await self._outcomes.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the batch: no new jobs, running ones cancelled, their creations recorded."""
+        await self._outcomes.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -109,6 +109,8 @@ class JobOutcome:
     job: Job
     result: GenerationResult | None = None
     error: BaseException | None = None
+    #: The task of the job: None only when no task was created (or its creation is unknown).
+    task_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -26,7 +26,7 @@ import attrs
 
 from .errors import JournalError, JournalLockedError
 
-__all__ = ["Journal", "JournalLockedError", "JournalRecord"]
+__all__ = ["Journal", "JournalLockedError", "JournalRecord", "release_jobs"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -102,8 +102,11 @@ class Journal:
         self._db: sqlite3.Connection | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        done = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            # Shielded: a write that was queued still happens when its caller is cancelled, so
+            # a recorded task id is never lost half-way; the thread runs writes in order.
+            return await asyncio.shield(done)
         except sqlite3.Error as exc:
             # A full disk, a file removed underneath, a corrupt page: one error class for all.
             raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
@@ -229,6 +232,45 @@ class Journal:
         """Record ``fields`` for job ``key`` (created if new), committed before returning."""
         await self._run(self._update_sync, key, fields)
 
+    def _release_sync(self, keys: tuple[str, ...]) -> list[str]:
+        db = self._db_or_fail()
+        released: list[str] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for key in keys:
+                cursor = db.execute(
+                    "UPDATE jobs SET status = ?, error = NULL, updated = ? "
+                    "WHERE key = ? AND status IN (?, ?)",
+                    (PENDING, time.time(), key, UNKNOWN, CREATING),
+                )
+                if cursor.rowcount:
+                    released.append(key)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return released
+
+    async def release(self, *keys: str) -> list[str]:
+        """Let jobs whose submission is unknown be created again; return the keys released.
+
+        Call it only after checking the service's console: a job released while its task does
+        exist will be paid for twice.
+        """
+        result: list[str] = await self._run(self._release_sync, keys)
+        return result
+
+    def _keys_sync(self, status: str) -> list[str]:
+        rows = self._db_or_fail().execute(
+            "SELECT key FROM jobs WHERE status = ? ORDER BY key", (status,)
+        )
+        return [row[0] for row in rows]
+
+    async def keys(self, status: str) -> list[str]:
+        """The keys of the jobs in ``status`` (``unknown``, say), sorted."""
+        result: list[str] = await self._run(self._keys_sync, status)
+        return result
+
     def _counts_sync(self) -> dict[str, int]:
         rows = self._db_or_fail().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {status: count for status, count in rows}
@@ -237,3 +279,12 @@ class Journal:
         """How many jobs are in each status."""
         result: dict[str, int] = await self._run(self._counts_sync)
         return result
+
+
+async def release_jobs(path: str | os.PathLike[str], *keys: str) -> list[str]:
+    """Open the journal at ``path`` and release jobs left ``unknown`` (see :meth:`Journal.release`).
+
+    Also on the command line: ``python -m kling_async.journal release JOURNAL KEY...``.
+    """
+    async with Journal(path) as journal:
+        return await journal.release(*keys)

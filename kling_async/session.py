@@ -10,7 +10,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .batch import JobRunner, OnEvent, run_many
+from .batch import BatchRun, JobRunner, OnEvent, run_many
 from .downloads import choose_destination, stream_to_file
 from .errors import (
     ConfigurationError,
@@ -535,19 +535,29 @@ class KlingSession:
         callback_url: str | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
+        timeout: float | None = None,
     ) -> GenerationResult:
         """Validate, upload, create, wait and (with ``download_to``) download one clip.
 
         ``image`` and ``video`` are local paths, ``UploadedFile`` values or http(s) URLs (used as
-        is). Errors raise the classes of :mod:`kling_async.errors`.
+        is). ``timeout`` bounds the wait for the task (``TaskTimeoutError`` with its id). The
+        clip is saved as ``<task id>.mp4`` in ``download_to``. Errors raise the classes of
+        :mod:`kling_async.errors`; those about a created task carry its ``task_id``.
         """
         job = Job(image, video, prompt, character_orientation, mode)
         runner = JobRunner(
-            self, download_to=download_to, on_event=on_event, callback_url=callback_url
+            self,
+            download_to=download_to,
+            on_event=on_event,
+            callback_url=callback_url,
+            job_timeout=timeout,
         )
-        return await runner.run(job)
+        try:
+            return await runner.run(job)
+        finally:
+            await runner.landed()
 
-    async def generate_many(
+    def generate_many(
         self,
         jobs: Iterable[Job] | AsyncIterable[Job],
         *,
@@ -556,19 +566,51 @@ class KlingSession:
         on_event: OnEvent | None = None,
         max_pending: int | None = None,
         max_running: int | None = None,
-    ) -> AsyncIterator[JobOutcome]:
+        job_timeout: float | None = None,
+    ) -> BatchRun:
         """Run many jobs at once; yield a ``JobOutcome`` as each one completes.
 
         ``jobs`` (a plain or async iterable) is pulled lazily: at most ``max_pending`` jobs
         (default: twice the create limit) are taken but not yet created, and at most
-        ``max_running`` (default: no cap) have a task in progress. With ``journal`` (a SQLite
-        file path), a rerun after a crash resumes tasks instead of creating them again.
+        ``max_running`` (default: no cap) have a task in progress. ``job_timeout`` bounds each
+        job's wait for its task. With ``journal`` (a SQLite file path), a rerun after a crash or
+        Ctrl-C resumes tasks instead of creating them again. Use it as ``async with
+        kling.generate_many(...) as outcomes:`` to be able to leave early cleanly.
         """
         pending = max_pending or 2 * self.create_limit.max_requests
+        return BatchRun(
+            self._generate_many(
+                jobs,
+                journal=journal,
+                download_to=download_to,
+                on_event=on_event,
+                max_pending=pending,
+                max_running=max_running,
+                job_timeout=job_timeout,
+            )
+        )
+
+    async def _generate_many(
+        self,
+        jobs: Iterable[Job] | AsyncIterable[Job],
+        *,
+        journal: str | os.PathLike[str] | None,
+        download_to: str | os.PathLike[str] | None,
+        on_event: OnEvent | None,
+        max_pending: int,
+        max_running: int | None,
+        job_timeout: float | None,
+    ) -> AsyncGenerator[JobOutcome, None]:
         async with contextlib.AsyncExitStack() as stack:
             book = await stack.enter_async_context(Journal(journal)) if journal else None
-            runner = JobRunner(self, journal=book, download_to=download_to, on_event=on_event)
-            outcomes = run_many(runner, jobs, max_pending=pending, max_running=max_running)
+            runner = JobRunner(
+                self,
+                journal=book,
+                download_to=download_to,
+                on_event=on_event,
+                job_timeout=job_timeout,
+            )
+            outcomes = run_many(runner, jobs, max_pending=max_pending, max_running=max_running)
             try:
                 async for outcome in outcomes:
                     yield outcome
