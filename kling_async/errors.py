@@ -23,7 +23,7 @@
     │                                also a ``ValueError``
     ├── TaskFailedError(task)        the task ended in state ``fail``
     ├── TaskTimeoutError             a wait passed its deadline (also a ``TimeoutError``)
-    ├── DownloadError                a result arrived but is not a video (an error page, say)
+    ├── DownloadError                a result is not a video (an error page), or cannot be saved
     ├── MediaValidationError         a local file broke a rule of the service, or cannot be read
     ├── SessionClosedError           the session closed while an operation was waiting
     ├── JournalError                 the batch journal cannot be read or written (SQLite)
@@ -273,7 +273,7 @@ class TaskTimeoutError(KlingError, TimeoutError):
 
 
 class DownloadError(KlingError):
-    """A result's download arrived but is not what was asked for (an error page, not a video)."""
+    """A result cannot be saved: what arrived is not a video, or the file cannot be written."""
 
 
 class MediaValidationError(KlingError, ValueError):

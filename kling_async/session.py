@@ -220,6 +220,7 @@ class KlingSession:
             self.upload_base_url,
             concurrency=upload_concurrency,
             timeout=self._transfer_timeout,
+            min_rate=self.min_transfer_rate,
         )
 
     def _retrying(
@@ -371,7 +372,12 @@ class KlingSession:
                 json=body,
                 before_send=leaving,
             )
-            return parse_task_id(data)
+            try:
+                return parse_task_id(data)
+            except ProtocolError:
+                raise
+            except ValueError as exc:
+                raise ProtocolError(0, str(exc), endpoint=endpoint) from exc
         except KlingError as exc:
             if not sub.sent or create_outcome(exc) == NOT_CREATED:
                 sub.sent = False
@@ -676,22 +682,38 @@ class KlingSession:
     ) -> Path:
         """Stream a result to ``dest`` (a file, or a folder to put it in); return the file's path.
 
-        The file appears complete or not at all (``.part``, then a rename). The request never
+        The file appears complete or not at all (``.part``, then a rename), and only if what
+        arrived is a video (``DownloadError`` otherwise). A transfer slower than
+        ``min_transfer_rate`` (after ``request_timeout`` of grace) is ended. The request never
         carries the API key: result files live on other hosts.
         """
-        if isinstance(url_or_task, Task):
-            if not url_or_task.result_urls:
-                raise KlingError(f"task {url_or_task.task_id} has no result to download")
-            url = url_or_task.result_urls[0]
-        else:
-            url = url_or_task
-        if not is_http_url(url):
-            raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
-        target = choose_destination(url, Path(dest), overwrite=overwrite)
-        http = self._open().session
-        await self._fetch_file(
-            http, url, target, timeout=self._transfer_timeout, on_progress=on_progress
-        )
+        task_id = url_or_task.task_id if isinstance(url_or_task, Task) else None
+        try:
+            if isinstance(url_or_task, Task):
+                if not url_or_task.result_urls:
+                    raise KlingError(f"task {url_or_task.task_id} has no result to download")
+                url = url_or_task.result_urls[0]
+            else:
+                url = url_or_task
+            if not is_http_url(url):
+                raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
+            target = await asyncio.to_thread(
+                choose_destination, url, Path(dest), overwrite=overwrite
+            )
+            http = self._open().session
+            await self._fetch_file(
+                http,
+                url,
+                target,
+                timeout=self._transfer_timeout,
+                on_progress=on_progress,
+                headers={"User-Agent": self.user_agent},
+                grace=self.request_timeout,
+                min_rate=self.min_transfer_rate,
+            )
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
         return target
 
     @property

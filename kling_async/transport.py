@@ -14,9 +14,36 @@ from typing import Any
 import aiohttp
 import attrs
 
-from .errors import TransportError
+from .errors import ProtocolError, TransportError
 
-__all__ = ["HttpAnswer", "HttpTransport", "map_client_error"]
+__all__ = ["MAX_ANSWER_BYTES", "HttpAnswer", "HttpTransport", "map_client_error"]
+
+#: The largest API answer read; the service's answers are a few kilobytes.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+
+async def _read_capped(answer: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole body, however it is framed, but never more than ``MAX_ANSWER_BYTES``."""
+    if answer.content_length is not None and answer.content_length > MAX_ANSWER_BYTES:
+        raise ProtocolError(
+            answer.status,
+            f"answer of {answer.content_length} bytes is larger than {MAX_ANSWER_BYTES}",
+            http_status=answer.status,
+            endpoint=what,
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in answer.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ProtocolError(
+                answer.status,
+                f"answer is larger than {MAX_ANSWER_BYTES} bytes",
+                http_status=answer.status,
+                endpoint=what,
+            )
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @attrs.frozen
@@ -73,7 +100,7 @@ class HttpTransport:
                 timeout=timeout or self._timeout,
                 allow_redirects=False,
             ) as answer:
-                body = await answer.read()
+                body = await _read_capped(answer, what)
                 return HttpAnswer(answer.status, answer.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_client_error(exc, what) from exc

@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesIOPayload, Payload
 
+from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
 from .wire import parse_uploaded_file
@@ -160,15 +161,17 @@ class Uploader:
         *,
         concurrency: int,
         timeout: aiohttp.ClientTimeout,
+        min_rate: float = 50_000.0,
     ) -> None:
         self._call = call
         self._base = upload_base_url
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
+        self._min_rate = min_rate
         self._cache: collections.OrderedDict[tuple[str, int, str], UploadedFile] = (
             collections.OrderedDict()
         )
-        self._in_flight: dict[tuple[str, int, str], asyncio.Future[UploadedFile]] = {}
+        self._in_flight: dict[tuple[str, int, str], _Flight] = {}
         # Digests by file identity: a batch sharing one video hashes it once, not per job.
         self._digests: collections.OrderedDict[
             tuple[str, int, int, int], asyncio.Future[tuple[str, int, bytes]]
@@ -200,6 +203,21 @@ class Uploader:
         on_progress: OnProgress | None,
     ) -> UploadedFile:
         """Upload a file from disk, or reuse the upload of the same content this session."""
+        try:
+            return await self._upload_path(path, upload_path, file_name, on_progress)
+        except OSError as exc:
+            if isinstance(exc, KlingError):
+                raise
+            # Gone, unreadable or changed underneath us: the file's fault, named as such.
+            raise MediaValidationError(path, "unreadable", str(exc)) from exc
+
+    async def _upload_path(
+        self,
+        path: Path,
+        upload_path: str,
+        file_name: str | None,
+        on_progress: OnProgress | None,
+    ) -> UploadedFile:
         digest, size, head = await self._digest(path)
         key = (digest, size, upload_path if file_name is None else f"{upload_path}/{file_name}")
         name = file_name or default_file_name(digest, path.name, head)
@@ -213,7 +231,7 @@ class Uploader:
                 on_progress=on_progress,
             )
 
-        return await self._once(key, lambda: self._stream(upload_path, name, part))
+        return await self._once(key, lambda: self._stream(upload_path, name, part, size))
 
     async def upload_bytes(
         self, content: bytes, *, upload_path: str, file_name: str | None
@@ -234,14 +252,16 @@ class Uploader:
                     "uploadPath": upload_path,
                     "fileName": name,
                 }
-                return await self._post("base64Upload", "/api/file-base64-upload", json=body)
+                return await self._post(
+                    "base64Upload", "/api/file-base64-upload", len(content), json=body
+                )
 
             def part() -> Any:
                 return BytesIOPayload(
                     io.BytesIO(content), content_type=mime_of(content[:32], name), filename=name
                 )
 
-            return await self._stream(upload_path, name, part)
+            return await self._stream(upload_path, name, part, len(content))
 
         return await self._once(key, send)
 
@@ -259,11 +279,14 @@ class Uploader:
                 "POST",
                 f"{self._base}/api/file-url-upload",
                 json=body,
-                timeout=self._timeout,
+                # The service fetches the file itself: allow for the largest one it takes.
+                timeout=self._deadline(100 * 1024 * 1024),
             )
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
-    async def _stream(self, upload_path: str, name: str, part: Callable[[], Any]) -> UploadedFile:
+    async def _stream(
+        self, upload_path: str, name: str, part: Callable[[], Any], size: int
+    ) -> UploadedFile:
         """A multipart stream upload; the body is rebuilt for each attempt (a stream reads once)."""
 
         def form() -> aiohttp.FormData:
@@ -273,42 +296,69 @@ class Uploader:
             data.add_field("file", part(), filename=name)
             return data
 
-        return await self._post("streamUpload", "/api/file-stream-upload", data=form)
+        return await self._post("streamUpload", "/api/file-stream-upload", size, data=form)
 
-    async def _post(self, endpoint: str, path: str, **kwargs: Any) -> UploadedFile:
+    async def _post(self, endpoint: str, path: str, size: int, **kwargs: Any) -> UploadedFile:
         async with self._slots:
             self.sent += 1
             data = await self._call(
-                endpoint, "POST", f"{self._base}{path}", timeout=self._timeout, **kwargs
+                endpoint, "POST", f"{self._base}{path}", timeout=self._deadline(size), **kwargs
             )
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
     async def _once(
         self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
     ) -> UploadedFile:
-        """Run ``send`` unless the same content is already uploaded (and fresh) or uploading."""
+        """Run ``send`` unless the same content is already uploaded (and fresh) or uploading.
+
+        The upload runs in a task the uploader owns. Each caller waits on it without being able
+        to cancel it for the others; when the last caller stops waiting, it is cancelled.
+        """
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
         if cached is not None and cached.is_usable_at(datetime.now(UTC)):
             return cached
-        pending = self._in_flight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[UploadedFile] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = future
+        flight = self._in_flight.get(key)
+        if flight is None:
+            flight = _Flight(asyncio.create_task(self._send_and_keep(key, send)))
+            self._in_flight[key] = flight
+            flight.task.add_done_callback(lambda _: self._forget_flight(key, flight))
+        flight.waiters += 1
         try:
-            uploaded = await send()
+            return await asyncio.shield(flight.task)
         except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: nobody else may be waiting
+            if not flight.task.done() and flight.waiters == 1:
+                flight.task.cancel("every caller of this upload was cancelled")
             raise
         finally:
-            self._in_flight.pop(key, None)
+            flight.waiters -= 1
+
+    def _forget_flight(self, key: tuple[str, int, str], flight: _Flight) -> None:
+        if self._in_flight.get(key) is flight:
+            del self._in_flight[key]
+
+    def _deadline(self, size: int) -> aiohttp.ClientTimeout:
+        """A whole upload must end: the request timeout, plus its size at the least rate."""
+        grace = self._timeout.sock_read or 30.0
+        return aiohttp.ClientTimeout(
+            total=grace + size / self._min_rate,
+            sock_connect=self._timeout.sock_connect,
+            sock_read=self._timeout.sock_read,
+        )
+
+    async def _send_and_keep(
+        self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
+    ) -> UploadedFile:
+        uploaded = await send()
         self._cache[key] = uploaded
         _trim(self._cache)
-        future.set_result(uploaded)
         return uploaded
+
+
+class _Flight:
+    """One upload in progress and how many callers wait on it."""
+
+    def __init__(self, task: asyncio.Task[UploadedFile]) -> None:
+        self.task = task
+        self.waiters = 0

@@ -13,6 +13,7 @@ import pytest
 
 from kling_async import (
     AuthenticationError,
+    ConfigurationError,
     InvalidRequestError,
     KlingSession,
     MediaValidationError,
@@ -176,7 +177,7 @@ async def test_download_streams_without_the_key_and_never_clobbers(
         second = await kling.download(task, tmp_path)  # type: ignore[arg-type]
         explicit = tmp_path / "clip.mp4"
         await kling.download(task, explicit)  # type: ignore[arg-type]
-        with pytest.raises(FileExistsError):
+        with pytest.raises(ConfigurationError, match="exists"):
             await kling.download(task, explicit)  # type: ignore[arg-type]
         assert await kling.download(task, explicit, overwrite=True) == explicit  # type: ignore[arg-type]
         link = await kling.get_download_url(task.result_urls[0])  # type: ignore[attr-defined]
