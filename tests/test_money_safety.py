@@ -1,0 +1,332 @@
+"""Money-safety under ordinary events: Ctrl-C, outages, cancelled callers, raising callbacks.
+
+Every test talks HTTP to the simulator; the journal is a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kling_async import (
+    ConfigurationError,
+    DownloadError,
+    Job,
+    JobEvent,
+    JobOutcome,
+    KlingSession,
+    SessionClosedError,
+    TaskTimeoutError,
+    TransportError,
+)
+from kling_async.journal import CREATED, PENDING, UNKNOWN, Journal, release_jobs
+from kling_async.simulator import FaultConfig, Simulator
+
+from .conftest import MEDIA, SimFactory, eventually, serve, session_for
+
+IMAGE = MEDIA / "portrait.png"
+VIDEO = MEDIA / "d10.0.mp4"
+
+
+def jobs_of(count: int, prefix: str = "job") -> list[Job]:
+    # A prompt of its own per job tells the simulator's tasks apart.
+    return [Job(IMAGE, VIDEO, prompt=f"{prefix}-{i}", key=f"{prefix}-{i}") for i in range(count)]
+
+
+def tasks_per_prompt(sim: Simulator) -> collections.Counter[str]:
+    return collections.Counter(str(t.body["input"].get("prompt")) for t in sim.tasks.values())
+
+
+async def run_all(kling: KlingSession, jobs: list[Job], **kw: Any) -> list[JobOutcome]:
+    async with kling.generate_many(jobs, **kw) as outcomes:
+        return [o async for o in outcomes]
+
+
+async def journal_statuses(path: Path) -> dict[str, str]:
+    async with Journal(path) as journal:
+        counts = await journal.counts()
+        statuses: dict[str, str] = {}
+        for status in counts:
+            for key in await journal.keys(status):
+                statuses[key] = status
+        return statuses
+
+
+# -- Ctrl-C while createTask is on the wire ------------------------------------------------------
+async def test_cancel_with_create_on_the_wire_records_the_task_and_rerun_pays_once(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # Every createTask answer is slow (1 s real): a cancel lands while requests are on the wire.
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=200.0, endpoints=frozenset({"createTask"}))
+    )
+    journal = tmp_path / "batch.sqlite"
+    jobs = jobs_of(4)
+    async with session_for(sim) as kling:
+        batch = asyncio.create_task(run_all(kling, jobs, journal=journal))
+        await eventually(lambda: sim.count("createTask") >= 2)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+        # The batch returned only after the requests on the wire landed in the journal.
+        statuses = await journal_statuses(journal)
+        assert UNKNOWN not in statuses.values()
+        assert list(statuses.values()).count(CREATED) == sim.tasks_created[sim.api_key] >= 2
+    sim.reconfigure(faults=FaultConfig())
+    async with session_for(sim) as kling:
+        outcomes = await run_all(kling, jobs, journal=journal)
+    assert all(o.ok for o in outcomes)
+    assert tasks_per_prompt(sim) == {job.prompt: 1 for job in jobs}
+
+
+async def test_cancel_before_anything_was_sent_leaves_jobs_pending(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=200.0, endpoints=frozenset({"streamUpload"}))
+    )
+    journal = tmp_path / "batch.sqlite"
+    async with session_for(sim) as kling:
+        batch = asyncio.create_task(run_all(kling, jobs_of(3), journal=journal))
+        await eventually(lambda: sim.count("streamUpload") >= 1)
+        batch.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await batch
+    assert sim.count("createTask") == 0
+    assert set((await journal_statuses(journal)).values()) <= {PENDING}
+
+
+async def test_unknown_jobs_are_never_created_again_until_released(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # The answer is lost after the task was made: the job is unknown, and stays so on a rerun.
+    sim = await make_sim(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+    journal = tmp_path / "batch.sqlite"
+    jobs = jobs_of(1)
+    async with session_for(sim) as kling:
+        (first,) = await run_all(kling, jobs, journal=journal)
+    assert first.task_id is None and first.error is not None
+    assert type(first.error).__name__ == "SubmissionUnknownError"
+    sim.reconfigure(faults=FaultConfig())
+    async with session_for(sim) as kling:
+        (again,) = await run_all(kling, jobs, journal=journal)
+    assert not again.ok and sim.tasks_created[sim.api_key] == 1
+    # The user checked the console (say it showed nothing) and releases the job.
+    assert await release_jobs(journal, "job-0") == ["job-0"]
+    async with session_for(sim) as kling:
+        (third,) = await run_all(kling, jobs, journal=journal)
+    assert third.ok and sim.tasks_created[sim.api_key] == 2
+
+
+async def test_a_cancelled_journal_write_still_records_the_task_id(tmp_path: Path) -> None:
+    async with Journal(tmp_path / "j.sqlite") as journal:
+        for attempt in range(10):
+            key = f"job-{attempt}"
+            write = asyncio.create_task(journal.update(key, status=CREATED, task_id=f"t{attempt}"))
+            await asyncio.sleep(0)  # queued for the journal's thread, not yet run
+            write.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await write
+            record = await journal.get(key)
+            assert record is not None and record.task_id == f"t{attempt}"
+
+
+# -- outages while tasks render ------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["error_455", "error_500", "drop"])
+async def test_waits_outlast_an_outage_longer_than_the_retry_budget(
+    make_sim: SimFactory, fault: str
+) -> None:
+    sim = await make_sim()
+    async with session_for(sim, max_retries=1) as kling:
+        wait = asyncio.create_task(kling.generate(IMAGE, VIDEO, prompt="outage"))
+        await eventually(lambda: sim.count("recordInfo") >= 1)
+        sim.reconfigure(
+            faults=FaultConfig(**{fault: 1.0}, endpoints=frozenset({"recordInfo"}))  # type: ignore[arg-type]
+        )
+        # Many more failed queries than the retry budget of any one call.
+        await eventually(lambda: sum(1 for r in sim.requests if r.fault) >= 8)
+        assert not wait.done()
+        sim.reconfigure(faults=FaultConfig())
+        result = await wait
+    assert result.task.state.value == "success"
+
+
+async def test_a_stuck_task_ends_with_its_own_timeout_and_id(make_sim: SimFactory) -> None:
+    sim = await make_sim(generating_seconds=1e6)
+    async with session_for(sim) as kling:
+        with pytest.raises(TaskTimeoutError) as caught:
+            await kling.generate(IMAGE, VIDEO, timeout=0.2)
+        outcomes = await run_all(kling, jobs_of(2), job_timeout=0.2)
+    assert caught.value.task_id in sim.tasks
+    assert all(isinstance(o.error, TaskTimeoutError) for o in outcomes)
+    assert {o.task_id for o in outcomes} <= set(sim.tasks) and None not in {
+        o.task_id for o in outcomes
+    }
+
+
+# -- one owner for each piece of work ----------------------------------------------------------
+async def test_one_callers_cancel_never_ends_a_shared_upload(make_sim: SimFactory) -> None:
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=100.0, endpoints=frozenset({"streamUpload"}))
+    )
+    async with session_for(sim) as kling:
+        first = asyncio.create_task(kling.upload_video(VIDEO))
+        second = asyncio.create_task(kling.upload_video(VIDEO))
+        await eventually(lambda: sim.count("streamUpload") >= 1)
+        first.cancel()
+        uploaded = await second
+        assert first.cancelled()
+        assert uploaded.url and kling.uploads_sent == 1
+
+
+async def test_close_ends_waits_but_never_the_callers_task(make_sim: SimFactory) -> None:
+    sim = await make_sim(generating_seconds=1e6)
+    closed_errors: list[SessionClosedError] = []
+    kling = session_for(sim)
+    async with kling:
+        task_ids = [await kling.create_task(await _inputs(kling)) for _ in range(3)]
+
+        async def worker() -> str:
+            # A worker that catches the close and goes on to its next job.
+            for task_id in task_ids:
+                try:
+                    await kling.wait_for_task(task_id)
+                except SessionClosedError as exc:
+                    closed_errors.append(exc)
+            return "worker finished on its own"
+
+        running = asyncio.create_task(worker())
+        await eventually(lambda: sim.count("recordInfo") >= 1)
+    # Leaving the block closed the session; the worker was not cancelled, it finished.
+    assert await running == "worker finished on its own"
+    assert len(closed_errors) == 3
+    assert closed_errors[0].task_id == task_ids[0]
+
+
+async def _inputs(kling: KlingSession) -> Any:
+    from kling_async import MotionControlInput
+
+    image = await kling.upload_image(IMAGE)
+    video = await kling.upload_video(VIDEO)
+    return MotionControlInput(image.url, video.url)
+
+
+async def test_a_raising_event_handler_is_logged_and_never_hangs_the_batch(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(event: JobEvent) -> None:
+        raise RuntimeError(f"handler bug on {event.kind.value}")
+
+    async with session_for(sim) as kling:
+        outcomes = await run_all(kling, jobs_of(3), on_event=explode)
+        result = await kling.generate(IMAGE, VIDEO, prompt="solo", on_event=explode)
+    assert all(o.ok for o in outcomes) and result.task.state.value == "success"
+    assert any("on_event raised" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_raising_on_update_is_logged_and_the_wait_goes_on(
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(task: object) -> None:
+        raise RuntimeError("update handler bug")
+
+    async with session_for(sim) as kling:
+        task_id = await kling.create_task(await _inputs(kling))
+        with caplog.at_level(logging.ERROR, "kling_async"):
+            task = await kling.wait_for_task(task_id, on_update=explode)
+    assert task.state.value == "success"
+    assert any("on_update raised" in r.getMessage() for r in caplog.records)
+
+
+# -- files are never shared ----------------------------------------------------------------------
+async def test_colliding_keys_get_files_of_their_own(sim: Simulator, tmp_path: Path) -> None:
+    keys = ["alice/clip1", "bob/clip1", "run?1", "run?2", "Clip", "clip"]
+    jobs = [Job(IMAGE, VIDEO, prompt=k, key=k) for k in keys]
+    async with session_for(sim) as kling:
+        outcomes = await run_all(kling, jobs, download_to=tmp_path)
+        again = await run_all(kling, jobs, download_to=tmp_path)
+    files = {o.job.key: o.result.files[0] for o in outcomes if o.result}
+    assert len(set(files.values())) == len(keys)
+    # The same names on a rerun: a name is stable.
+    assert {o.job.key: o.result.files[0] for o in again if o.result} == files
+
+
+async def test_generate_three_times_keeps_three_files(sim: Simulator, tmp_path: Path) -> None:
+    async with session_for(sim) as kling:
+        results = [await kling.generate(IMAGE, VIDEO, download_to=tmp_path) for _ in range(3)]
+    assert len({r.files[0] for r in results}) == 3
+    assert all(r.files[0].exists() for r in results)
+
+
+async def test_a_repeated_key_is_its_own_outcome_and_gets_no_task(sim: Simulator) -> None:
+    jobs = [
+        Job(IMAGE, VIDEO, prompt="a", key="same"),
+        Job(IMAGE, VIDEO, prompt="b", key="same"),
+        Job(IMAGE, VIDEO, prompt="c"),
+        Job(IMAGE, VIDEO, prompt="c"),
+    ]
+    async with session_for(sim) as kling:
+        outcomes = await run_all(kling, jobs)
+    errors = [o.error for o in outcomes if isinstance(o.error, ConfigurationError)]
+    assert len(errors) == 2 and "same" in str(errors[0]) + str(errors[1])
+    assert sim.tasks_created[sim.api_key] == 2
+
+
+# -- transfers end -------------------------------------------------------------------------------
+async def test_a_trickling_download_is_ended_and_leaves_no_file(tmp_path: Path) -> None:
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(10_000):
+            await response.write(b"x")
+            await asyncio.sleep(0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", trickle)
+    async with (
+        serve(app) as base,
+        KlingSession("key", request_timeout=0.5, max_retries=0) as kling,
+    ):
+        with pytest.raises(TransportError, match="slower than"):
+            await kling.download(f"{base}/clip.mp4", tmp_path / "clip.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_an_error_page_served_with_200_is_not_saved_as_a_clip(tmp_path: Path) -> None:
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(
+            text="<html><body>Access denied</body></html>", content_type="text/html"
+        )
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", page)
+    async with serve(app) as base, KlingSession("key") as kling:
+        with pytest.raises(DownloadError, match="not return a video"):
+            await kling.download(f"{base}/clip.mp4", tmp_path / "clip.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- a dropped createTask (429) waits a full window ------------------------------------------------
+async def test_a_429_to_create_waits_a_full_window_before_the_retry(make_sim: SimFactory) -> None:
+    sim = await make_sim(
+        time_scale=0.05,
+        faults=FaultConfig(error_429=0.5, endpoints=frozenset({"createTask"}), seed=3),
+    )
+    async with session_for(sim, max_retries=8) as kling:
+        inp = await _inputs(kling)
+        window = kling.create_limit.window
+        await kling.create_task(inp)
+    creates = [r for r in sim.requests if r.endpoint == "createTask"]
+    assert any(r.fault == "429" for r in creates), "the seed must inject at least one 429"
+    for before, after in zip(creates, creates[1:], strict=False):
+        if before.fault == "429":
+            # Never sooner than a window after the dropped one (a lower bound only).
+            assert after.time - before.time >= window * 0.99
+    assert sim.tasks_created[sim.api_key] == 1
