@@ -15,13 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import attrs
 from aiohttp import web
 
 from ..media import DURATION_TOLERANCE
 from ..models import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, is_http_url
 from ..signature import compute_signature
 from ._callbacks import CallbackDelivery, callback_body
-from ._config import SimulatorConfig
+from ._config import ENDPOINTS, SimulatorConfig
 from ._files import FileHost
 from ._records import ApiAnswer, Dropped, RequestRecord, current_record
 from ._state import CREDITS_PER_SECOND, Account, HostedFile, ServiceState, SimTask, SlidingWindow
@@ -31,6 +32,33 @@ log = logging.getLogger("kling_async.simulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESULT_ASSET = Path(__file__).resolve().parent.parent / "assets" / "result.mp4"
 _CHUNK = 256 * 1024
+#: Messages of the error codes a fault or an outage answers with.
+_FAULT_MESSAGES = {
+    "500": "Internal server error",
+    "455": "Service unavailable",
+    "429": "Rate limit exceeded",
+    "433": "Sub-key usage limit exceeded",
+}
+
+
+@attrs.frozen
+class Outage:
+    """A window of nominal time in which ``endpoints`` answer ``kind`` (``OUTAGE_KINDS``)."""
+
+    kind: str
+    start: float
+    end: float
+    endpoints: frozenset[str]
+
+
+def _html_page(status: int, title: str, text: str) -> web.Response:
+    """An HTML page such as a gateway or a CDN sends in place of the service's answer."""
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<p>{text}</p>\r\n"
+        "<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
 
 
 class Service:
@@ -48,6 +76,7 @@ class Service:
         self._mono0 = time.monotonic()
         self._epoch0 = time.time()
         self._fault_rng = random.Random(config.faults.seed)
+        self.outages: list[Outage] = []
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._client: aiohttp.ClientSession | None = None
@@ -145,30 +174,14 @@ class Service:
             del self.records[:-limit]  # trimmed in batches: a long-running simulator stays small
         current_record.set(record)
         try:
-            fault = self._pick_fault(endpoint)
+            # The edge stands before everything; an outage before the service's own faults.
+            fault = (
+                self._edge_fault(request, endpoint)
+                or self._outage_fault(endpoint)
+                or self._pick_fault(endpoint)
+            )
             record.fault = fault
-            if fault == "drop":
-                raise Dropped
-            if fault in ("500", "455", "429"):
-                messages = {
-                    "500": "Internal server error",
-                    "455": "Service unavailable",
-                    "429": "Rate limit exceeded",
-                }
-                response: web.StreamResponse = self._answer(request, int(fault), messages[fault])
-                retry_after = self.config.faults.retry_after
-                if fault != "500" and retry_after is not None:
-                    response.headers["Retry-After"] = f"{retry_after:g}"
-            else:
-                if fault == "slow":
-                    if request.content_type == "application/json":
-                        # The request has fully arrived; only the answer is slow. A client that
-                        # gives up meanwhile does not undo it, as on a real server.
-                        await request.read()
-                    await asyncio.sleep(self.real_seconds(self.config.faults.slow_seconds))
-                response = await handler(request)
-                if fault == "drop_after":
-                    raise Dropped
+            response = await self._respond(request, handler, fault)
         except Dropped:
             record.fault = record.fault or "drop"
             if request.transport is not None:
@@ -200,19 +213,96 @@ class Service:
         record.http_status = response.status
         return response
 
+    async def _respond(
+        self, request: web.Request, handler: Handler, fault: str | None
+    ) -> web.StreamResponse:
+        """The answer to one request under ``fault`` (None: the handler's own answer)."""
+        faults = self.config.faults
+        record = current_record.get()
+        if fault == "edge_block":
+            # The edge's bare refusal: text, not the service's JSON envelope.
+            record.code = 403
+            return web.Response(status=403, text="error code: 1010", content_type="text/plain")
+        if fault in ("drop", "outage-drop"):
+            raise Dropped
+        code = fault.removeprefix("outage-") if fault else None
+        if code in _FAULT_MESSAGES:
+            response: web.StreamResponse = self._answer(request, int(code), _FAULT_MESSAGES[code])
+            if code in ("429", "455") and faults.retry_after is not None:
+                response.headers["Retry-After"] = f"{faults.retry_after:g}"
+            return response
+        if fault == "html_200":
+            record.code = 200
+            return _html_page(200, "Error", "Something went wrong. Please try again later.")
+        if fault == "slow":
+            if request.content_type == "application/json":
+                # The request has fully arrived; only the answer is slow. A client that
+                # gives up meanwhile does not undo it, as on a real server.
+                await request.read()
+            await asyncio.sleep(self.real_seconds(faults.slow_seconds))
+        response = await handler(request)
+        # The faults below strike after the request was processed (a task may now exist).
+        if fault == "drop_after":
+            raise Dropped
+        if fault == "gateway_after":
+            record.code = faults.gateway_status
+            title = "Bad Gateway" if faults.gateway_status == 502 else "Gateway Time-out"
+            return _html_page(faults.gateway_status, f"{faults.gateway_status} {title}", "")
+        if fault == "no_task_id":
+            return self._answer(request, 200, "success", {})
+        if fault == "trickle" and isinstance(response, web.Response):
+            return await self._trickle(request, response)
+        return response
+
+    async def _trickle(self, request: web.Request, response: web.Response) -> web.StreamResponse:
+        """Send ``response`` one byte every ``trickle_seconds`` (for transfer deadlines)."""
+        body = response.body
+        data = bytes(body) if isinstance(body, bytes | bytearray | memoryview) else b""
+        out = web.StreamResponse(status=response.status)
+        out.content_type = response.content_type
+        out.content_length = len(data)
+        await out.prepare(request)
+        interval = self.real_seconds(self.config.faults.trickle_seconds)
+        try:
+            for i in range(len(data)):
+                await out.write(data[i : i + 1])
+                await asyncio.sleep(interval)
+            await out.write_eof()
+        except ConnectionError:
+            pass  # the client gave up: that is what a trickle is for
+        return out
+
+    def _edge_fault(self, request: web.Request, endpoint: str) -> str | None:
+        """``edge_block`` when the edge refuses this request's User-Agent (section 9b)."""
+        prefixes = self.config.edge_block_user_agents
+        if not prefixes or endpoint not in ENDPOINTS:
+            return None
+        agent = request.headers.get("User-Agent", "").strip().lower()
+        if not agent or agent.startswith(tuple(p.lower() for p in prefixes)):
+            return "edge_block"
+        return None
+
+    def outage(self, kind: str, seconds: float, endpoints: frozenset[str]) -> None:
+        """From now on, for ``seconds`` nominal seconds, answer ``endpoints`` with ``kind``."""
+        now = self.now()
+        self.outages = [o for o in self.outages if o.end > now]
+        self.outages.append(Outage(kind, now, now + seconds, endpoints))
+
+    def _outage_fault(self, endpoint: str) -> str | None:
+        if not self.outages:
+            return None
+        now = self.now()
+        for outage in self.outages:
+            if outage.start <= now < outage.end and endpoint in outage.endpoints:
+                return f"outage-{outage.kind}"
+        return None
+
     def _pick_fault(self, endpoint: str) -> str | None:
         faults = self.config.faults
         if not faults.any or endpoint not in faults.endpoints:
             return None
         roll = self._fault_rng.random()
-        for name, chance in (
-            ("500", faults.error_500),
-            ("455", faults.error_455),
-            ("429", faults.error_429),
-            ("drop", faults.drop),
-            ("drop_after", faults.drop_after),
-            ("slow", faults.slow),
-        ):
+        for name, chance in faults.chances():
             if roll < chance:
                 return name
             roll -= chance
@@ -351,7 +441,11 @@ class Service:
             raise ApiAnswer(400, "taskId parameter is required")
         task = self.state.tasks.get(task_id)
         now = self.now()
-        if task is None or task.key != key or now < task.created + self.config.invisible_seconds:
+        if task is None or task.key != key:
+            raise ApiAnswer(422, "recordInfo is null")
+        if now < task.created + self.config.invisible_seconds:
+            if self.config.invisible_code == 404:
+                raise ApiAnswer(404, "Task not found")
             raise ApiAnswer(422, "recordInfo is null")
         self.state.settle(task, now)
         return self._answer(request, 200, "success", self.state.task_data(task, now, self._epoch0))
@@ -395,7 +489,13 @@ class Service:
             fresh = expires >= (self._epoch0 + self.now()) * 1000
             if not fresh or request.query.get("token") != self._result_token(task_id, expires):
                 raise web.HTTPForbidden()
-        return web.FileResponse(RESULT_ASSET, headers={"Content-Type": "video/mp4"})
+        return self.file_answer(RESULT_ASSET, "video/mp4")
+
+    def file_answer(self, path: Path, content_type: str) -> web.StreamResponse:
+        """A hosted file's download, streamed from disk (or whole, for a trickle to send)."""
+        if current_record.get().fault == "trickle":
+            return web.Response(body=path.read_bytes(), content_type=content_type)
+        return web.FileResponse(path, headers={"Content-Type": content_type})
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:
