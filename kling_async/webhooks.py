@@ -67,7 +67,6 @@ DEFAULT_MAX_KEPT = 10_000
 DEFAULT_KEEP_FOR = 3600.0
 #: Largest callback body read; the documented body is about 2 kB.
 DEFAULT_MAX_BODY = 1024 * 1024
-_MAX_BODY = DEFAULT_MAX_BODY
 #: The query parameter of a callback URL that names the job it belongs to (a name, no secret).
 CALLBACK_TOKEN_PARAM = "kling_job"  # noqa: S105
 TIMESTAMP_HEADER = "X-Webhook-Timestamp"

@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kling_async.errors import MalformedCallbackError, WebhookVerificationError
@@ -55,7 +55,23 @@ callback_data = st.fixed_dictionaries(
         "completeTime": json_values,
     },
 )
+terminal_data = st.fixed_dictionaries(
+    {
+        "taskId": st.just("e989621f54392584b05867f87b160672"),
+        "state": st.sampled_from(["success", "fail", "Success"]),
+    },
+    optional={
+        "param": st.one_of(any_text, json_values),
+        "resultJson": st.one_of(any_text, json_values),
+        "failCode": json_values,
+        "costTime": json_values,
+        "completeTime": json_values,
+    },
+)
 callback_bodies = st.one_of(
+    st.fixed_dictionaries({"code": st.sampled_from([200, 501]), "data": terminal_data}).map(
+        lambda v: json.dumps(v).encode("utf-8", "surrogatepass")
+    ),
     st.binary(max_size=300),
     json_values.map(lambda v: json.dumps(v).encode("utf-8", "surrogatepass")),
     st.fixed_dictionaries(
@@ -85,7 +101,9 @@ def test_parse_callback_raises_only_malformed_callback_errors(body: bytes) -> No
     try:
         task = parse_callback(body)
     except MalformedCallbackError:
+        event("refused")
         return
+    event("parsed")
     assert is_valid_task_id(task.task_id) and task.state.is_terminal
 
 
@@ -101,8 +119,10 @@ def test_verify_signature_raises_only_verification_errors(
 ) -> None:
     try:
         verify_signature(task_id, timestamp, signature, KEY, now=now)
-    except WebhookVerificationError:
+    except WebhookVerificationError as exc:
+        event(exc.reason)
         return
+    event("verified")
     # Accepted: the signature must then be the one the key makes.
     assert timestamp is not None and signature is not None
     assert signature.strip() == compute_signature(task_id, timestamp.strip(), KEY)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from kling_async.errors import APIError, KlingError, ProtocolError
@@ -25,6 +25,7 @@ from kling_async.wire import (
 )
 
 NOW = datetime(2026, 1, 6, 10, 0, tzinfo=UTC)
+TASK_ID = "e989621f54392584b05867f87b160672"
 EXAMPLES = 500
 PROPERTY = settings(
     max_examples=EXAMPLES,
@@ -78,8 +79,12 @@ UPLOAD_KEYS = [
     "expiresAt",
 ]
 states = st.sampled_from(["waiting", "queuing", "generating", "success", "fail", "FAIL", "new"])
-urls = st.sampled_from(
-    ["https://a.example/r.mp4", "http://[::1", "ftp://x", "https://", "", "https://b/😀"]
+urls = st.one_of(
+    st.sampled_from(
+        ["https://a.example/r.mp4", "http://[::1", "ftp://x", "https://", "", "https://b/😀"]
+    ),
+    any_text.map(lambda t: "https://tempfile.example/" + t),
+    any_text.map(lambda t: "http://" + t),
 )
 dates = st.one_of(
     st.datetimes().map(lambda d: d.isoformat()),
@@ -106,7 +111,7 @@ params = st.one_of(
 
 def field_value(key: str) -> st.SearchStrategy[Any]:
     special: dict[str, st.SearchStrategy[Any]] = {
-        "taskId": st.one_of(st.sampled_from(["e989621f", "a b", "x" * 300]), any_text),
+        "taskId": st.one_of(st.sampled_from([TASK_ID, "a b", "x" * 300]), any_text),
         "task_id": any_text,
         "state": st.one_of(states, any_text),
         "param": params,
@@ -122,12 +127,21 @@ def field_value(key: str) -> st.SearchStrategy[Any]:
     return st.one_of(special.get(key, scalars), json_values)
 
 
-def shaped(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
-    return st.fixed_dictionaries({}, optional={k: field_value(k) for k in keys})
+def shaped(keys: list[str], required: Any = None) -> st.SearchStrategy[dict[str, Any]]:
+    """Dicts of ``keys`` with odd values; ``required`` ones (a dict of strategies) always there."""
+    required = required or {}
+    optional = {k: field_value(k) for k in keys if k not in required}
+    return st.fixed_dictionaries(required, optional=optional)
 
 
-task_data = st.one_of(json_values, shaped(RECORD_KEYS))
-upload_data = st.one_of(json_values, shaped(UPLOAD_KEYS))
+# Records that have what a task needs, so that the parsing past the first checks is exercised.
+near_records = shaped(RECORD_KEYS, {"taskId": st.just(TASK_ID), "state": states})
+task_data = st.one_of(json_values, shaped(RECORD_KEYS), near_records)
+upload_data = st.one_of(
+    json_values,
+    shaped(UPLOAD_KEYS),
+    shaped(UPLOAD_KEYS, {"downloadUrl": st.just("https://tempfile.example/a.png")}),
+)
 
 
 def deep(depth: int, opener: bytes, closer: bytes) -> bytes:
@@ -135,6 +149,9 @@ def deep(depth: int, opener: bytes, closer: bytes) -> bytes:
 
 
 bodies = st.one_of(
+    st.fixed_dictionaries(
+        {"code": st.just(200), "msg": st.just("success"), "data": json_values}
+    ).map(lambda v: json.dumps(v).encode("utf-8", "surrogatepass")),
     st.binary(max_size=200),
     json_values.map(lambda v: json.dumps(v, allow_nan=True).encode("utf-8", "surrogatepass")),
     st.fixed_dictionaries(
@@ -164,13 +181,20 @@ headers = st.dictionaries(st.sampled_from(["Retry-After", "Content-Type"]), retr
 def outcome(call: Callable[[], Any]) -> Any:
     """What ``call`` returns, or the ``KlingError`` it raises; any other exception fails."""
     try:
-        return call()
+        result = call()
     except KlingError as exc:
+        event(f"raised {type(exc).__name__}")
         return exc
+    event("returned")
+    return result
 
 
 @PROPERTY
-@given(status=st.integers(min_value=0, max_value=999), headers=headers, body=bodies)
+@given(
+    status=st.one_of(st.just(200), st.integers(min_value=0, max_value=999)),
+    headers=headers,
+    body=bodies,
+)
 def test_decode_answer_raises_only_kling_errors(
     status: int, headers: dict[str, str], body: bytes
 ) -> None:
@@ -208,7 +232,7 @@ def test_parse_task_id_raises_only_kling_errors(data: Any) -> None:
 
 
 @PROPERTY
-@given(data=json_values)
+@given(data=st.one_of(json_values, numbers, numbers.map(str)))
 def test_parse_credits_raises_only_kling_errors(data: Any) -> None:
     credits = outcome(lambda: parse_credits(data))
     assert isinstance(credits, ProtocolError) or math.isfinite(credits)
