@@ -133,7 +133,7 @@ class Simulator:
             raise ValueError(f"outage kind must be one of {', '.join(OUTAGE_KINDS)}; got {kind!r}")
         if not seconds >= 0:
             raise ValueError(f"outage seconds must be at least 0; got {seconds!r}")
-        self._service.outage(kind, seconds, frozenset(endpoints))
+        self._service.faults.outage(kind, seconds, frozenset(endpoints))
 
     def add_key(self, key: str, credits: float = 100_000.0) -> None:
         """Add an account with its own balance and rate windows."""

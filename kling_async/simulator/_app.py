@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -15,14 +14,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import attrs
 from aiohttp import web
 
 from ..media import DURATION_TOLERANCE
 from ..models import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, is_http_url
 from ..signature import compute_signature
 from ._callbacks import CallbackDelivery, callback_body
-from ._config import ENDPOINTS, SimulatorConfig
+from ._config import SimulatorConfig
+from ._faults import Faults
 from ._files import FileHost
 from ._records import ApiAnswer, Dropped, RequestRecord, current_record
 from ._state import CREDITS_PER_SECOND, Account, HostedFile, ServiceState, SimTask, SlidingWindow
@@ -32,33 +31,6 @@ log = logging.getLogger("kling_async.simulator")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RESULT_ASSET = Path(__file__).resolve().parent.parent / "assets" / "result.mp4"
 _CHUNK = 256 * 1024
-#: Messages of the error codes a fault or an outage answers with.
-_FAULT_MESSAGES = {
-    "500": "Internal server error",
-    "455": "Service unavailable",
-    "429": "Rate limit exceeded",
-    "433": "Sub-key usage limit exceeded",
-}
-
-
-@attrs.frozen
-class Outage:
-    """A window of nominal time in which ``endpoints`` answer ``kind`` (``OUTAGE_KINDS``)."""
-
-    kind: str
-    start: float
-    end: float
-    endpoints: frozenset[str]
-
-
-def _html_page(status: int, title: str, text: str) -> web.Response:
-    """An HTML page such as a gateway or a CDN sends in place of the service's answer."""
-    page = (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{title}</h1></center>\r\n<p>{text}</p>\r\n"
-        "<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
-    )
-    return web.Response(status=status, text=page, content_type="text/html")
 
 
 class Service:
@@ -75,8 +47,7 @@ class Service:
         self.upload_base_url = ""
         self._mono0 = time.monotonic()
         self._epoch0 = time.time()
-        self._fault_rng = random.Random(config.faults.seed)
-        self.outages: list[Outage] = []
+        self.faults = Faults(self)
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._client: aiohttp.ClientSession | None = None
@@ -175,13 +146,9 @@ class Service:
         current_record.set(record)
         try:
             # The edge stands before everything; an outage before the service's own faults.
-            fault = (
-                self._edge_fault(request, endpoint)
-                or self._outage_fault(endpoint)
-                or self._pick_fault(endpoint)
-            )
+            fault = self.faults.pick(request, endpoint)
             record.fault = fault
-            response = await self._respond(request, handler, fault)
+            response = await self.faults.respond(request, handler, fault)
         except Dropped:
             record.fault = record.fault or "drop"
             if request.transport is not None:
@@ -212,101 +179,6 @@ class Service:
             record.code = response.status
         record.http_status = response.status
         return response
-
-    async def _respond(
-        self, request: web.Request, handler: Handler, fault: str | None
-    ) -> web.StreamResponse:
-        """The answer to one request under ``fault`` (None: the handler's own answer)."""
-        faults = self.config.faults
-        record = current_record.get()
-        if fault == "edge_block":
-            # The edge's bare refusal: text, not the service's JSON envelope.
-            record.code = 403
-            return web.Response(status=403, text="error code: 1010", content_type="text/plain")
-        if fault in ("drop", "outage-drop"):
-            raise Dropped
-        code = fault.removeprefix("outage-") if fault else None
-        if code in _FAULT_MESSAGES:
-            response: web.StreamResponse = self._answer(request, int(code), _FAULT_MESSAGES[code])
-            if code in ("429", "455") and faults.retry_after is not None:
-                response.headers["Retry-After"] = f"{faults.retry_after:g}"
-            return response
-        if fault == "html_200":
-            record.code = 200
-            return _html_page(200, "Error", "Something went wrong. Please try again later.")
-        if fault == "slow":
-            if request.content_type == "application/json":
-                # The request has fully arrived; only the answer is slow. A client that
-                # gives up meanwhile does not undo it, as on a real server.
-                await request.read()
-            await asyncio.sleep(self.real_seconds(faults.slow_seconds))
-        response = await handler(request)
-        # The faults below strike after the request was processed (a task may now exist).
-        if fault == "drop_after":
-            raise Dropped
-        if fault == "gateway_after":
-            record.code = faults.gateway_status
-            title = "Bad Gateway" if faults.gateway_status == 502 else "Gateway Time-out"
-            return _html_page(faults.gateway_status, f"{faults.gateway_status} {title}", "")
-        if fault == "no_task_id":
-            return self._answer(request, 200, "success", {})
-        if fault == "trickle" and isinstance(response, web.Response):
-            return await self._trickle(request, response)
-        return response
-
-    async def _trickle(self, request: web.Request, response: web.Response) -> web.StreamResponse:
-        """Send ``response`` one byte every ``trickle_seconds`` (for transfer deadlines)."""
-        body = response.body
-        data = bytes(body) if isinstance(body, bytes | bytearray | memoryview) else b""
-        out = web.StreamResponse(status=response.status)
-        out.content_type = response.content_type
-        out.content_length = len(data)
-        await out.prepare(request)
-        interval = self.real_seconds(self.config.faults.trickle_seconds)
-        try:
-            for i in range(len(data)):
-                await out.write(data[i : i + 1])
-                await asyncio.sleep(interval)
-            await out.write_eof()
-        except ConnectionError:
-            pass  # the client gave up: that is what a trickle is for
-        return out
-
-    def _edge_fault(self, request: web.Request, endpoint: str) -> str | None:
-        """``edge_block`` when the edge refuses this request's User-Agent (section 9b)."""
-        prefixes = self.config.edge_block_user_agents
-        if not prefixes or endpoint not in ENDPOINTS:
-            return None
-        agent = request.headers.get("User-Agent", "").strip().lower()
-        if not agent or agent.startswith(tuple(p.lower() for p in prefixes)):
-            return "edge_block"
-        return None
-
-    def outage(self, kind: str, seconds: float, endpoints: frozenset[str]) -> None:
-        """From now on, for ``seconds`` nominal seconds, answer ``endpoints`` with ``kind``."""
-        now = self.now()
-        self.outages = [o for o in self.outages if o.end > now]
-        self.outages.append(Outage(kind, now, now + seconds, endpoints))
-
-    def _outage_fault(self, endpoint: str) -> str | None:
-        if not self.outages:
-            return None
-        now = self.now()
-        for outage in self.outages:
-            if outage.start <= now < outage.end and endpoint in outage.endpoints:
-                return f"outage-{outage.kind}"
-        return None
-
-    def _pick_fault(self, endpoint: str) -> str | None:
-        faults = self.config.faults
-        if not faults.any or endpoint not in faults.endpoints:
-            return None
-        roll = self._fault_rng.random()
-        for name, chance in faults.chances():
-            if roll < chance:
-                return name
-            roll -= chance
-        return None
 
     # -- main host -----------------------------------------------------------------------------
     async def create_task(self, request: web.Request) -> web.Response:
