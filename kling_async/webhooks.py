@@ -393,7 +393,11 @@ class WebhookReceiver:
         return b"".join(chunks)
 
     async def handle(self, request: web.Request) -> web.Response:
-        """aiohttp handler: 200 verified, 401 unverified, 400 malformed, 413 body too large."""
+        """aiohttp handler: 200 verified, 401 unverified, 400 malformed, 413 body too large.
+
+        An accepted callback is kept by task id and, when its URL has a ``kling_job`` token,
+        by that token too.
+        """
         try:
             body = await self._read_body(request)
         except (ConnectionError, HttpProcessingError):

@@ -3,6 +3,9 @@
 Pure functions on plain values: no sockets, no clock (callers pass ``now`` where it matters).
 Answers are read tolerantly (unknown keys ignored, ``msg``/``message``, ``""``/``null``, JSON inside
 strings, seconds or milliseconds); requests are built exactly (kie-api.md sections 1-5).
+
+What cannot be read raises ``ProtocolError`` (an ``APIError`` and a ``ValueError``), and nothing
+else: no input makes a function here raise any other exception (see the property tests).
 """
 
 from __future__ import annotations
