@@ -5,7 +5,8 @@ Answers are read tolerantly (unknown keys ignored, ``msg``/``message``, ``""``/`
 strings, seconds or milliseconds); requests are built exactly (kie-api.md sections 1-5).
 
 What cannot be read raises ``ProtocolError`` (an ``APIError`` and a ``ValueError``), and nothing
-else: no input makes a function here raise any other exception (see the property tests).
+else: no answer makes ``decode_answer`` or a ``parse_*`` function raise another exception
+(see the property tests).
 """
 
 from __future__ import annotations
