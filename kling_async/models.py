@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
+import reprlib
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import attrs
+
+from .errors import ConfigurationError
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -21,6 +26,11 @@ __all__ = [
     "Task",
     "TaskState",
     "UploadedFile",
+    "Validator",
+    "http_url",
+    "is_http_url",
+    "one_of",
+    "optional_text",
 ]
 
 #: The only model this library speaks to (kie-api.md section 1.1).
@@ -34,35 +44,113 @@ ORIENTATIONS: tuple[str, ...] = ("image", "video")
 MODES: tuple[str, ...] = ("720p", "1080p")
 
 
+#: An attrs validator: ``validator(instance, attribute, value)`` raises or returns None.
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+# Values quoted in error messages are cut short: a wrong 10 MB prompt must not fill a log.
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
 def is_http_url(url: str) -> bool:
     """Tell whether ``url`` is an absolute http(s) URL with a host."""
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _check_http_url(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not is_http_url(value):
-        raise ValueError(f"{attribute.name} must be an absolute http(s) URL, got {value!r}")
+def one_of(name: str, allowed: Iterable[str]) -> Validator:
+    """A validator raising ``ConfigurationError`` unless the value is one of ``allowed``."""
+    choices = tuple(allowed)
+    listed = ", ".join(repr(c) for c in choices)
+
+    def check(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, str) or value not in choices:
+            raise ConfigurationError(f"{name} must be one of {listed}; got {_short.repr(value)}")
+
+    return check
 
 
-def _check_prompt(
-    _inst: object, _attribute: attrs.Attribute[str | None], value: str | None
-) -> None:
-    if value is not None and len(value) > MAX_PROMPT_CHARS:
-        raise ValueError(f"prompt has {len(value)} characters; at most {MAX_PROMPT_CHARS} allowed")
+def http_url(name: str) -> Validator:
+    """A validator raising ``ConfigurationError`` unless the value is an absolute http(s) URL."""
+
+    def check(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not is_http_url(value):
+            raise ConfigurationError(
+                f"{name} must be an absolute http(s) URL; got {_short.repr(value)}"
+            )
+
+    return check
+
+
+def optional_text(name: str, max_chars: int) -> Validator:
+    """A validator raising ``ConfigurationError`` unless the value is None or a short string."""
+
+    def check(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{name} must be a string or None; got {type(value).__name__}")
+        if len(value) > max_chars:
+            raise ConfigurationError(
+                f"{name} has {len(value)} characters; at most {max_chars} are allowed"
+            )
+
+    return check
+
+
+def _bounded(
+    name: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+) -> Validator:
+    """A validator raising ``ConfigurationError`` unless a number lies within the bounds."""
+    rules: list[tuple[float | None, Callable[[Any, Any], Any], str]] = [
+        (above, operator.gt, "greater than"),
+        (at_least, operator.ge, "at least"),
+        (below, operator.lt, "less than"),
+        (at_most, operator.le, "at most"),
+    ]
+
+    def check(_inst: object, _attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ConfigurationError(f"{name} must be a number; got {_short.repr(value)}")
+        for bound, holds, words in rules:
+            if bound is not None and not holds(value, bound):
+                raise ConfigurationError(f"{name} must be {words} {bound:g}; got {value!r}")
+
+    return check
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigurationError(message)
 
 
 @attrs.frozen
 class MotionControlInput:
-    """The ``input`` of a motion-control task: one hosted image, one hosted video, and options."""
+    """The ``input`` of a motion-control task: one hosted image, one hosted video, and options.
 
-    image_url: str = attrs.field(validator=_check_http_url)
-    video_url: str = attrs.field(validator=_check_http_url)
-    prompt: str | None = attrs.field(default=None, validator=_check_prompt)
-    character_orientation: CharacterOrientation = attrs.field(
-        default="video", validator=attrs.validators.in_(ORIENTATIONS)
+    An invalid value raises ``ConfigurationError`` naming the field and what it allows.
+    """
+
+    image_url: str = attrs.field(validator=http_url("image_url"))
+    video_url: str = attrs.field(validator=http_url("video_url"))
+    prompt: str | None = attrs.field(
+        default=None, validator=optional_text("prompt", MAX_PROMPT_CHARS)
     )
-    mode: Mode = attrs.field(default="720p", validator=attrs.validators.in_(MODES))
+    character_orientation: CharacterOrientation = attrs.field(
+        default="video", validator=one_of("character_orientation", ORIENTATIONS)
+    )
+    mode: Mode = attrs.field(default="720p", validator=one_of("mode", MODES))
 
     @property
     def max_video_seconds(self) -> float:
@@ -104,6 +192,9 @@ class Task:
     #: The input the task was created with, parsed from ``param`` when the service sent it.
     input: MotionControlInput | None = None
     callback_url: str | None = None
+    #: The service's state text when it is none of the five documented ones; ``state`` then
+    #: reads ``GENERATING`` (not terminal), so a wait goes on instead of failing. None otherwise.
+    raw_state: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -115,8 +206,8 @@ class Task:
 class RateLimit:
     """At most ``max_requests`` requests in any window of ``window`` seconds."""
 
-    max_requests: int = attrs.field(validator=attrs.validators.gt(0))
-    window: float = attrs.field(converter=float, validator=attrs.validators.gt(0.0))
+    max_requests: int = attrs.field(validator=_bounded("max_requests", above=0))
+    window: float = attrs.field(converter=float, validator=_bounded("window", above=0.0))
 
     def scaled(self, factor: float) -> RateLimit:
         """The same limit with its window multiplied by ``factor`` (for a time-scaled simulator)."""
@@ -133,17 +224,13 @@ def _check_phases(
     _attribute: attrs.Attribute[tuple[tuple[float, float], ...]],
     value: tuple[tuple[float, float], ...],
 ) -> None:
-    if not value:
-        raise ValueError("phases must not be empty")
+    _require(bool(value), "phases must not be empty")
     previous = 0.0
     for until, interval in value:
-        if interval <= 0:
-            raise ValueError(f"poll interval must be positive, got {interval}")
-        if until <= previous:
-            raise ValueError("phase ends must increase")
+        _require(interval > 0, f"phases: each poll interval must be positive; got {interval!r}")
+        _require(until > previous, "phases: the phase ends must increase")
         previous = until
-    if not math.isinf(value[-1][0]):
-        raise ValueError("the last phase must last forever (until=math.inf)")
+    _require(math.isinf(value[-1][0]), "phases: the last phase must last forever (math.inf)")
 
 
 @attrs.frozen
@@ -161,14 +248,12 @@ class PollSchedule:
     phases: tuple[tuple[float, float], ...] = attrs.field(
         default=((30.0, 3.0), (120.0, 8.0), (math.inf, 15.0)), validator=_check_phases
     )
-    first_delay: float = attrs.field(default=2.0, validator=attrs.validators.ge(0.0))
-    jitter: float = attrs.field(
-        default=0.1, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
-    )
+    first_delay: float = attrs.field(default=2.0, validator=_bounded("first_delay", at_least=0.0))
+    jitter: float = attrs.field(default=0.1, validator=_bounded("jitter", at_least=0.0, below=1.0))
     #: When queries are scarce, a new task is first polled at this fraction of the render time
     #: seen on earlier tasks of the session (0 turns learning off).
     expected_lead: float = attrs.field(
-        default=0.8, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+        default=0.8, validator=_bounded("expected_lead", at_least=0.0, at_most=1.0)
     )
 
     def interval_at(self, elapsed: float) -> float:

@@ -3,21 +3,27 @@
 Pure functions on plain values: no sockets, no clock (callers pass ``now`` where it matters).
 Answers are read tolerantly (unknown keys ignored, ``msg``/``message``, ``""``/``null``, JSON inside
 strings, seconds or milliseconds); requests are built exactly (kie-api.md sections 1-5).
+
+What cannot be read raises ``ProtocolError`` (an ``APIError`` and a ``ValueError``), and nothing
+else: no answer makes ``decode_answer`` or a ``parse_*`` function raise another exception
+(see the property tests).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from .errors import APIError, api_error_for
+from .errors import GenerationFailedError, ProtocolError, api_error_for
 from .models import (
     MODEL_NAME,
     UPLOAD_LIFETIME,
@@ -25,11 +31,16 @@ from .models import (
     Task,
     TaskState,
     UploadedFile,
+    is_http_url,
 )
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_TASK_ID_CHARS",
+    "RETRY_AFTER_CAP",
     "create_task_body",
     "decode_answer",
+    "is_valid_task_id",
     "parse_credits",
     "parse_download_url",
     "parse_retry_after",
@@ -40,6 +51,20 @@ __all__ = [
 
 #: Longest wait a ``Retry-After`` header may impose on us; longer values are clipped.
 RETRY_AFTER_CAP = 60.0
+#: Largest answer body read from the service; the documented answers are a few kB at most, so a
+#: longer one is not the service speaking (the transport stops reading past this).
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: Longest task id accepted; the service's ids are 32 characters (kie-api.md section 1.3).
+MAX_TASK_ID_CHARS = 256
+#: Part of a non-JSON error body kept as the error's message (enough for an edge's text).
+_ERROR_TEXT_CHARS = 500
+
+# Values quoted in error messages are cut short, and deep structures summarised: a hostile
+# answer must not fill a log, nor overflow the stack when printed.
+_short = reprlib.Repr()
+_short.maxstring = 80
+_short.maxother = 80
+_short.maxlevel = 3
 
 
 def create_task_body(inp: MotionControlInput, callback_url: str | None = None) -> dict[str, Any]:
@@ -60,7 +85,7 @@ def create_task_body(inp: MotionControlInput, callback_url: str | None = None) -
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP date), capped."""
-    if not value:
+    if not value or not isinstance(value, str):
         return None
     value = value.strip()
     try:
@@ -68,12 +93,13 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except ValueError:
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - now).total_seconds()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            # Dates out of datetime's range raise OverflowError, not ValueError.
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
@@ -84,6 +110,43 @@ def _message_of(body: Mapping[str, Any]) -> str:
         if isinstance(value, str) and value:
             return value
     return ""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(text: str) -> NoReturn:
+    raise ValueError(f"{text} is not JSON")
+
+
+def _loads(text: str | bytes) -> Any:
+    """``json.loads`` that refuses what a JSON answer cannot mean, with one kind of failure.
+
+    Non-finite numbers (``1e999``, ``NaN``) are refused; integers longer than Python's limit
+    (4300 digits) raise ``ValueError`` and absurd nesting ``RecursionError``: both become
+    ``ValueError`` here.
+    """
+    try:
+        return json.loads(text, parse_float=_finite_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _code_of(value: Any) -> int | None:
+    """The body's ``code`` as an int, whether sent as a number or a numeric string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return None
 
 
 def decode_answer(
@@ -97,57 +160,97 @@ def decode_answer(
     """Return the ``data`` of a successful answer, or raise the matching ``APIError``.
 
     The body's ``code`` is authoritative (the service sends HTTP 200 for failures); a real HTTP
-    error status is honoured too, so both transports map to the same classes.
+    error status is honoured too, so both transports map to the same classes. A body that cannot
+    be read (over ``MAX_ANSWER_BYTES``, not UTF-8, not a JSON object, nested absurdly deep,
+    numbers out of range) raises ``ProtocolError`` when the status said success; with an error
+    status, the status picks the class and the body's text is its message (so an edge's bare
+    ``403 error code: 1010`` becomes ``EdgeBlockedError``). Codes 501 and 408 inside an HTTP 2xx
+    answer mean that a task ended and failed (kie-api.md section 9b): ``GenerationFailedError``.
     """
     retry_after = parse_retry_after(headers.get("Retry-After"), now)
-    try:
-        decoded: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
-        decoded = None
-    if not isinstance(decoded, dict):
-        if 200 <= status < 300:
-            raise APIError(
-                status,
-                f"answer is not a JSON object: {body[:200]!r}",
-                http_status=status,
-                endpoint=endpoint,
-            )
-        raise api_error_for(
+    if len(body) > MAX_ANSWER_BYTES:
+        raise ProtocolError(
             status,
-            body[:200].decode("utf-8", "replace") or f"HTTP {status}",
+            f"answer of HTTP {status} is longer than {MAX_ANSWER_BYTES} bytes",
             http_status=status,
             retry_after=retry_after,
             endpoint=endpoint,
         )
-    code = decoded.get("code")
-    if isinstance(code, str) and code.isdigit():
-        code = int(code)
-    if not isinstance(code, int) or isinstance(code, bool):
+    decoded: Any = None
+    problem = "empty"
+    if body:
+        try:
+            decoded = _loads(body.decode("utf-8"))
+            problem = f"a JSON {type(decoded).__name__}"
+        except UnicodeDecodeError:
+            problem = "not UTF-8"
+        except ValueError as exc:
+            problem = f"not JSON: {exc}"
+    if not isinstance(decoded, dict):
+        if 200 <= status < 300:
+            raise ProtocolError(
+                status,
+                f"answer is not a JSON object ({problem}): {_short.repr(body[:200])}",
+                http_status=status,
+                endpoint=endpoint,
+            )
+        text = body[:_ERROR_TEXT_CHARS].decode("utf-8", "replace").strip()
+        raise api_error_for(
+            status,
+            text or f"HTTP {status}",
+            http_status=status,
+            retry_after=retry_after,
+            endpoint=endpoint,
+        )
+    code = _code_of(decoded.get("code"))
+    if code is None:
         code = status if status != 200 else 200
     if decoded.get("success") is False and code == 200:
         code = status if status != 200 else 500
     if code == 200 and status >= 400:
         code = status
     if code != 200:
+        message = _message_of(decoded) or f"error {code}"
+        if code == 408 and 200 <= status < 300:
+            # "upstream produced no result in 10 min": the task ended and failed (section 6/9b).
+            raise GenerationFailedError(
+                code, message, http_status=status, retry_after=retry_after, endpoint=endpoint
+            )
         raise api_error_for(
-            code,
-            _message_of(decoded) or f"error {code}",
-            http_status=status,
-            retry_after=retry_after,
-            endpoint=endpoint,
+            code, message, http_status=status, retry_after=retry_after, endpoint=endpoint
         )
     return decoded.get("data")
 
 
+def _unreadable(endpoint: str | None, message: str) -> ProtocolError:
+    # The answer said success (code 200) but its data cannot be used: no code of its own.
+    return ProtocolError(0, message, endpoint=endpoint)
+
+
+def is_valid_task_id(value: Any) -> bool:
+    """Tell whether ``value`` can be a task id: a short printable string without spaces.
+
+    The service's ids are opaque (32 hex characters in practice); this only keeps out what
+    cannot be one, before it is recorded, signed over or sent back in a query.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_TASK_ID_CHARS
+        and value.isprintable()
+        and not any(c.isspace() for c in value)
+    )
+
+
 def _blank_to_none(value: Any) -> str | None:
-    if value is None:
+    """A text field (``failCode``, ``failMsg``): None when blank or not a scalar."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value)
     return text if text.strip() else None
 
 
 def _datetime_from_ms(value: Any) -> datetime | None:
-    if value in (None, "", 0):
+    if value in (None, "", 0) or isinstance(value, bool):
         return None
     try:
         return datetime.fromtimestamp(float(value) / 1000.0, tz=UTC)
@@ -161,7 +264,7 @@ def _maybe_json(value: Any) -> Any:
         if not value.strip():
             return None
         try:
-            return json.loads(value)
+            return _loads(value)
         except ValueError:
             return None
     return value
@@ -173,7 +276,7 @@ class _RecordWire:
 
     task_id: str
     state: str
-    model: str = MODEL_NAME
+    model: Any = MODEL_NAME
     param: Any = None
     result_json: Any = None
     fail_code: Any = None
@@ -213,8 +316,10 @@ def _input_from_param(param: Any) -> tuple[MotionControlInput | None, str | None
     task_input = _maybe_json(body.get("input"))
     if not isinstance(task_input, dict):
         return None, callback
-    images = task_input.get("input_urls") or []
-    videos = task_input.get("video_urls") or []
+    images = task_input.get("input_urls")
+    videos = task_input.get("video_urls")
+    if not (isinstance(images, list) and images and isinstance(videos, list) and videos):
+        return None, callback
     try:
         inp = MotionControlInput(
             image_url=images[0],
@@ -223,18 +328,20 @@ def _input_from_param(param: Any) -> tuple[MotionControlInput | None, str | None
             character_orientation=task_input.get("character_orientation", "video"),
             mode=task_input.get("mode", "720p"),
         )
-    except (ValueError, TypeError, IndexError, KeyError):
+    except ValueError:  # ConfigurationError: the recorded input breaks today's rules
         return None, callback
     return inp, callback
 
 
 def _number(value: Any) -> float | None:
-    if value in (None, ""):
+    """A finite number from a number or numeric string; None for anything else."""
+    if value in (None, "") or isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (ValueError, OverflowError):  # float() of an int past 1e308 overflows
         return None
+    return number if math.isfinite(number) else None
 
 
 def _cost_seconds(
@@ -249,21 +356,36 @@ def _cost_seconds(
     return cost
 
 
-def parse_task(data: Any) -> Task:
-    """Parse the ``data`` of a recordInfo answer or a callback into a :class:`Task`."""
+def _state_of(value: str) -> tuple[TaskState, str | None]:
+    """The state, and the raw text when the service sent a state it never documented."""
+    try:
+        return TaskState(value.strip().lower()), None
+    except ValueError:
+        # A new state must not end a wait (nor, mistaken for a failure, start a paid retry):
+        # it reads as still running, and the text travels along for the caller to log.
+        return TaskState.GENERATING, value[:100]
+
+
+def parse_task(data: Any, *, endpoint: str | None = "recordInfo") -> Task:
+    """Parse the ``data`` of a recordInfo answer or a callback into a :class:`Task`.
+
+    Raises ``ProtocolError`` when ``taskId`` or ``state`` is missing or not a string; a state
+    the docs do not list reads as ``GENERATING`` with the text kept in ``Task.raw_state``.
+    """
     if not isinstance(data, Mapping):
-        raise ValueError(f"task data is not an object: {data!r}")
+        raise _unreadable(endpoint, f"task data is not an object: {_short.repr(data)}")
     fields = dict(data)
-    if "taskId" not in fields and "task_id" in fields:
-        fields["taskId"] = fields["task_id"]
-    try:
-        wire = _converter.structure(fields, _RecordWire)
-    except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"task data lacks taskId or state: {data!r}") from exc
-    try:
-        state = TaskState(str(wire.state).strip().lower())
-    except ValueError as exc:
-        raise ValueError(f"unknown task state {wire.state!r}") from exc
+    task_id = fields.get("taskId") or fields.get("task_id")
+    if not is_valid_task_id(task_id):
+        raise _unreadable(endpoint, f"task data has no valid taskId: {_short.repr(task_id)}")
+    state = fields.get("state")
+    if not isinstance(state, str) or not state.strip():
+        raise _unreadable(endpoint, f"task data has no state: {_short.repr(state)}")
+    fields["taskId"] = task_id
+    # Both required fields are checked strings and every other field is ``Any``: structuring
+    # cannot fail on values, only renames them.
+    wire = _converter.structure(fields, _RecordWire)
+    task_state, raw_state = _state_of(wire.state)
     result = _maybe_json(wire.result_json)
     urls: tuple[str, ...] = ()
     if isinstance(result, dict) and isinstance(result.get("resultUrls"), list):
@@ -272,9 +394,9 @@ def parse_task(data: Any) -> Task:
     created = _datetime_from_ms(wire.create_time)
     completed = _datetime_from_ms(wire.complete_time)
     return Task(
-        task_id=str(wire.task_id),
-        state=state,
-        model=str(wire.model or MODEL_NAME),
+        task_id=wire.task_id,
+        state=task_state,
+        model=wire.model if isinstance(wire.model, str) and wire.model else MODEL_NAME,
         result_urls=urls,
         fail_code=_blank_to_none(wire.fail_code),
         fail_msg=_blank_to_none(wire.fail_msg),
@@ -285,31 +407,32 @@ def parse_task(data: Any) -> Task:
         credits_consumed=_number(wire.credits_consumed),
         input=inp,
         callback_url=callback,
+        raw_state=raw_state,
     )
 
 
-def parse_task_id(data: Any) -> str:
-    """The task id in a createTask answer's ``data``."""
+def parse_task_id(data: Any, *, endpoint: str | None = "createTask") -> str:
+    """The task id in a createTask answer's ``data``; ``ProtocolError`` if there is none."""
     if isinstance(data, Mapping):
         task_id = data.get("taskId") or data.get("task_id")
-        if isinstance(task_id, str) and task_id:
-            return task_id
-    raise ValueError(f"createTask answer has no taskId: {data!r}")
+        if is_valid_task_id(task_id):
+            return str(task_id)
+    raise _unreadable(endpoint, f"createTask answer has no valid taskId: {_short.repr(data)}")
 
 
-def parse_credits(data: Any) -> float:
+def parse_credits(data: Any, *, endpoint: str | None = "credit") -> float:
     """The remaining credits in a ``/chat/credit`` answer's ``data``."""
     value = _number(data)
     if value is None:
-        raise ValueError(f"credit answer is not a number: {data!r}")
+        raise _unreadable(endpoint, f"credit answer is not a number: {_short.repr(data)}")
     return value
 
 
-def parse_download_url(data: Any) -> str:
+def parse_download_url(data: Any, *, endpoint: str | None = "downloadUrl") -> str:
     """The temporary link in a ``/common/download-url`` answer's ``data``."""
-    if isinstance(data, str) and data:
+    if isinstance(data, str) and is_http_url(data):
         return data
-    raise ValueError(f"download-url answer has no URL: {data!r}")
+    raise _unreadable(endpoint, f"download-url answer has no http(s) URL: {_short.repr(data)}")
 
 
 def _parse_iso(value: Any) -> datetime | None:
@@ -322,25 +445,34 @@ def _parse_iso(value: Any) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def parse_uploaded_file(data: Any, *, now: datetime) -> UploadedFile:
+def _text(value: Any, default: str) -> str:
+    return value if isinstance(value, str) and value else default
+
+
+def parse_uploaded_file(
+    data: Any, *, now: datetime, endpoint: str | None = "upload"
+) -> UploadedFile:
     """Parse an upload answer's ``data``; it expires 24 h after upload unless stated sooner."""
     if not isinstance(data, Mapping):
-        raise ValueError(f"upload answer has no data object: {data!r}")
+        raise _unreadable(endpoint, f"upload answer has no data object: {_short.repr(data)}")
     url = data.get("downloadUrl") or data.get("fileUrl")
-    if not isinstance(url, str) or not url:
-        raise ValueError(f"upload answer has no downloadUrl: {data!r}")
+    if not isinstance(url, str) or not is_http_url(url):
+        raise _unreadable(endpoint, f"upload answer has no http(s) downloadUrl: {_short.repr(url)}")
     uploaded_at = _parse_iso(data.get("uploadedAt") or data.get("uploadTime")) or now
-    expires_at = uploaded_at + UPLOAD_LIFETIME
+    try:
+        expires_at = uploaded_at + UPLOAD_LIFETIME
+    except OverflowError:  # an upload time at the end of datetime's range: not believable
+        uploaded_at, expires_at = now, now + UPLOAD_LIFETIME
     stated = _parse_iso(data.get("expiresAt"))
     if stated is not None and stated < expires_at:
         expires_at = stated
     size = _number(data.get("fileSize"))
     return UploadedFile(
         url=url,
-        file_name=str(data.get("fileName") or url.rsplit("/", 1)[-1]),
-        file_path=str(data.get("filePath") or data.get("uploadPath") or ""),
-        size_bytes=int(size) if size is not None else 0,
-        mime_type=str(data.get("mimeType") or "application/octet-stream"),
+        file_name=_text(data.get("fileName"), url.rsplit("/", 1)[-1]),
+        file_path=_text(data.get("filePath"), _text(data.get("uploadPath"), "")),
+        size_bytes=int(size) if size is not None and size >= 0 else 0,
+        mime_type=_text(data.get("mimeType"), "application/octet-stream"),
         uploaded_at=uploaded_at,
         expires_at=expires_at,
     )

@@ -1,12 +1,65 @@
-"""Pure value objects: the polling schedule and rate limits."""
+"""Pure value objects: the task input, the polling schedule and rate limits."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import attrs
 import pytest
 
-from kling_async import PollSchedule, RateLimit
+from kling_async import ConfigurationError, MotionControlInput, PollSchedule, RateLimit
+from kling_async.models import one_of
+
+IMAGE = "https://a.example/i.png"
+VIDEO = "https://a.example/v.mp4"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mode": "1080"}, "mode must be one of '720p', '1080p'; got '1080'"),
+        ({"mode": None}, "mode must be one of '720p', '1080p'; got None"),
+        (
+            {"character_orientation": "side"},
+            "character_orientation must be one of 'image', 'video'; got 'side'",
+        ),
+        ({"prompt": "x" * 2501}, "prompt has 2501 characters; at most 2500 are allowed"),
+        ({"prompt": 5}, "prompt must be a string or None; got int"),
+        ({"image_url": "ftp://a.example/i.png"}, "image_url must be an absolute http(s) URL"),
+        ({"video_url": "/local/v.mp4"}, "video_url must be an absolute http(s) URL"),
+        ({"video_url": "http://[::1"}, "video_url must be an absolute http(s) URL"),
+        ({"image_url": "https://"}, "image_url must be an absolute http(s) URL"),
+    ],
+)
+def test_invalid_input_says_which_field_and_what_it_allows(
+    changes: dict[str, Any], message: str
+) -> None:
+    fields: dict[str, Any] = {"image_url": IMAGE, "video_url": VIDEO, **changes}
+    with pytest.raises(ConfigurationError) as caught:
+        MotionControlInput(**fields)
+    text = str(caught.value)
+    assert text.startswith(message)
+    assert "Attribute(" not in text and len(text) < 200
+    assert isinstance(caught.value, ValueError)
+
+
+def test_quoted_values_are_cut_short() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        MotionControlInput(IMAGE, "ftp://" + "x" * 10_000)
+    assert len(str(caught.value)) < 200
+
+
+def test_one_of_is_reusable_by_other_models() -> None:
+    @attrs.frozen
+    class Options:
+        mode: str = attrs.field(validator=one_of("mode", ("720p", "1080p")))
+
+    assert Options("1080p").mode == "1080p"
+    with pytest.raises(
+        ConfigurationError, match=r"^mode must be one of '720p', '1080p'; got \['x'\]$"
+    ):
+        Options(["x"])  # type: ignore[arg-type]
 
 
 def test_default_schedule_follows_the_docs() -> None:
@@ -39,12 +92,16 @@ def test_scaling_keeps_the_shape() -> None:
     [(), ((10.0, 0.0), (math.inf, 1.0)), ((10.0, 1.0), (5.0, 1.0)), ((10.0, 1.0),)],
 )
 def test_bad_schedules_are_refused(phases: tuple[tuple[float, float], ...]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match=r"^phases"):
         PollSchedule(phases=phases)
+    with pytest.raises(ConfigurationError, match=r"^jitter must be less than 1; got 1.0$"):
+        PollSchedule(jitter=1.0)
+    with pytest.raises(ConfigurationError, match=r"^first_delay must be a number"):
+        PollSchedule(first_delay=float("nan"))
 
 
 def test_bad_limits_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match=r"^max_requests must be greater than 0; got 0$"):
         RateLimit(0, 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match=r"^window must be greater than 0"):
         RateLimit(1, 0.0)

@@ -9,14 +9,17 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
+from kling_async.errors import EdgeBlockedError
 from kling_async.models import RateLimit
 from kling_async.signature import compute_signature
-from kling_async.simulator import FaultConfig, Simulator
+from kling_async.simulator import LIBRARY_USER_AGENTS, FaultConfig, Simulator
+from kling_async.wire import decode_answer
 
 from .conftest import MEDIA, Receiver, SimFactory, media_urls, serve, upload_raw
 
@@ -717,3 +720,177 @@ async def test_stats_endpoint_serves_counters_for_a_simulator_run_apart(
     assert stats["rate_limited"] == {"createTask": 0, "recordInfo": 0}
     assert stats["completed_at"][task_id] == pytest.approx(sim.completed_at(task_id))
     assert [row[0] for row in stats["requests"]] == ["createTask"]
+
+
+# -- the real service's odd answers (kie-api.md section 9b) --------------------------------------
+
+BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) kling-tests/1.0"}
+
+
+async def test_the_edge_refuses_library_user_agents_with_a_bare_403(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(edge_block_user_agents=LIBRARY_USER_AGENTS)
+    url = f"{sim.base_url}/api/v1/chat/credit"
+    async with http.get(url, headers=auth(sim)) as r:  # aiohttp's own "Python/3.x aiohttp/..."
+        assert (r.status, r.content_type, await r.text()) == (403, "text/plain", "error code: 1010")
+        with pytest.raises(EdgeBlockedError):
+            decode_answer(
+                r.status, r.headers, await r.read(), endpoint="credit", now=datetime.now(UTC)
+            )
+    async with http.get(url, headers=auth(sim), skip_auto_headers=["User-Agent"]) as r:
+        assert r.status == 403
+    async with http.post(
+        f"{sim.upload_base_url}/api/file-base64-upload",
+        json={},
+        headers={**auth(sim), "User-Agent": "python-httpx/0.27"},
+    ) as r:
+        assert r.status == 403
+    async with http.get(url, headers={**auth(sim), **BROWSER}) as r:
+        assert r.status == 200 and (await r.json())["code"] == 200
+    assert [r.fault for r in sim.requests] == ["edge_block"] * 3 + [None]
+    assert [r.code for r in sim.requests] == [403, 403, 403, 200]
+
+
+async def test_the_edge_is_off_by_default(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    async with http.get(
+        f"{sim.base_url}/api/v1/chat/credit", headers=auth(sim), skip_auto_headers=["User-Agent"]
+    ) as r:
+        assert r.status == 200 and (await r.json())["code"] == 200
+    assert sim.requests[-1].fault is None
+
+
+@pytest.mark.parametrize("http_error_status", [False, True])
+async def test_a_sub_key_quota_fault_is_433_and_creates_nothing(
+    make_sim: SimFactory, http: aiohttp.ClientSession, http_error_status: bool
+) -> None:
+    sim = await make_sim(http_error_status=http_error_status)
+    image, video = await media_urls(http, sim)
+    sim.reconfigure(faults=FaultConfig(error_433=1.0, endpoints=frozenset({"createTask"})))
+    status, body = await call(
+        http, sim, "POST", "/api/v1/jobs/createTask", json=task_body(image, video)
+    )
+    assert (status, body["code"]) == (433 if http_error_status else 200, 433)
+    assert sim.tasks_created[sim.api_key] == 0 and sim.requests[-1].fault == "433"
+
+
+async def test_record_info_can_answer_404_right_after_creation(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(invisible_code=404, invisible_seconds=1e6)
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    assert await record(http, sim, task_id) == {"code": 404, "msg": "Task not found", "data": None}
+    assert (await record(http, sim, "0" * 32))["code"] == 422  # an unknown task: as before
+    sim.reconfigure(invisible_seconds=0.0)
+    assert (await record(http, sim, task_id))["code"] == 200
+
+
+@pytest.mark.parametrize(("status", "title"), [(502, "Bad Gateway"), (504, "Gateway Time-out")])
+async def test_a_gateway_page_after_the_task_was_created(
+    make_sim: SimFactory, http: aiohttp.ClientSession, status: int, title: str
+) -> None:
+    sim = await make_sim()
+    image, video = await media_urls(http, sim)
+    sim.reconfigure(
+        faults=FaultConfig(
+            gateway_after=1.0, gateway_status=status, endpoints=frozenset({"createTask"})
+        )
+    )
+    async with http.post(
+        f"{sim.base_url}/api/v1/jobs/createTask", json=task_body(image, video), headers=auth(sim)
+    ) as r:
+        assert (r.status, r.content_type) == (status, "text/html")
+        assert title in await r.text()
+    assert sim.tasks_created[sim.api_key] == 1  # the task exists although the answer says no
+    assert (sim.requests[-1].fault, sim.requests[-1].code) == ("gateway_after", status)
+
+
+async def test_a_success_without_task_id_after_the_task_was_created(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim()
+    image, video = await media_urls(http, sim)
+    sim.reconfigure(faults=FaultConfig(no_task_id=1.0, endpoints=frozenset({"createTask"})))
+    assert await create(http, sim, task_body(image, video)) == {
+        "code": 200,
+        "msg": "success",
+        "data": {},
+    }
+    assert sim.tasks_created[sim.api_key] == 1 and len(sim.tasks) == 1
+
+
+async def test_a_result_download_can_be_an_html_error_page(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim()
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    answer = await wait_terminal(http, sim, task_id)
+    result = json.loads(answer["data"]["resultJson"])["resultUrls"][0]
+    sim.reconfigure(faults=FaultConfig(html_200=1.0, endpoints=frozenset({"result"})))
+    async with http.get(result) as r:
+        assert (r.status, r.content_type) == (200, "text/html")
+        assert (await r.read()).startswith(b"<html>")
+    assert sim.requests[-1].fault == "html_200"
+    # The API itself is untouched by a fault aimed at downloads.
+    assert (await record(http, sim, task_id))["data"]["state"] == "success"
+
+
+async def test_an_upload_answer_can_trickle(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    # One byte every 0.5 nominal s = 1 ms real: a 300-byte answer takes 0.3 s at least.
+    sim = await make_sim(
+        time_scale=0.002,
+        faults=FaultConfig(trickle=1.0, endpoints=frozenset({"streamUpload"})),
+    )
+    started = time.monotonic()
+    answer = await upload_raw(http, sim, MEDIA / "portrait.png")
+    elapsed = time.monotonic() - started
+    size = len(json.dumps(answer).encode())
+    assert elapsed >= 0.9 * size * 0.001
+    assert answer["data"]["downloadUrl"] and sim.requests[-1].fault == "trickle"
+
+
+async def test_a_download_can_trickle(make_sim: SimFactory, http: aiohttp.ClientSession) -> None:
+    sim = await make_sim(time_scale=0.02)  # one byte every 10 ms
+    url = (await upload_raw(http, sim, MEDIA / "d3.0.mp4"))["data"]["downloadUrl"]
+    sim.reconfigure(faults=FaultConfig(trickle=1.0, endpoints=frozenset({"file"})))
+    started = time.monotonic()
+    async with http.get(url) as r:
+        assert r.content_length == (MEDIA / "d3.0.mp4").stat().st_size
+        head = await r.content.readexactly(8)
+        elapsed = time.monotonic() - started
+    assert head[4:8] == b"ftyp"
+    assert elapsed >= 7 * 0.01  # the eighth byte comes after seven pauses
+    assert sim.requests[-1].fault == "trickle"
+
+
+@pytest.mark.parametrize("kind", ["455", "500", "drop"])
+async def test_an_outage_of_record_info_while_tasks_keep_rendering(
+    make_sim: SimFactory, http: aiohttp.ClientSession, kind: str
+) -> None:
+    sim = await make_sim(time_scale=0.01)  # tasks take 100 nominal s = 1 s
+    image, video = await media_urls(http, sim)
+    task_id = (await create(http, sim, task_body(image, video)))["data"]["taskId"]
+    sim.outage(kind, 100.0)  # longer than the task has left to render
+    if kind == "drop":
+        with pytest.raises(aiohttp.ClientError):
+            await record(http, sim, task_id)
+    else:
+        assert (await record(http, sim, task_id))["code"] == int(kind)
+    assert sim.requests[-1].fault == f"outage-{kind}"
+    # Other endpoints still answer, and the outage does not stop tasks.
+    assert (await call(http, sim, "GET", "/api/v1/chat/credit"))[1]["code"] == 200
+    end = sim.now() + 100.0
+    await wait_for(lambda: sim.now() > end)
+    answer = await record(http, sim, task_id)
+    assert answer["code"] == 200 and answer["data"]["state"] == "success"
+
+
+async def test_outage_arguments_are_checked(sim: Simulator) -> None:
+    with pytest.raises(ValueError, match="kind"):
+        sim.outage("503", 1.0)
+    with pytest.raises(ValueError, match="seconds"):
+        sim.outage("455", -1.0)

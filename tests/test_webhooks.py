@@ -20,6 +20,8 @@ from kling_async.webhooks import (
     MalformedCallbackError,
     WebhookReceiver,
     WebhookVerificationError,
+    callback_token,
+    callback_url_with_token,
     parse_callback,
     verify_signature,
 )
@@ -342,3 +344,344 @@ async def test_without_confirmation_the_callback_alone_ends_the_wait(
     await receiver.close()
     assert task.state is TaskState.SUCCESS and task.result_urls
     assert sim.count("recordInfo") == 0
+
+
+# -- malformed signature headers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature", "reason"),
+    [
+        ("1e9", VECTOR[2], "malformed-timestamp"),
+        ("-5", VECTOR[2], "malformed-timestamp"),
+        ("+1767694163", VECTOR[2], "malformed-timestamp"),
+        ("9" * 5000, VECTOR[2], "malformed-timestamp"),
+        ("\u00b2\u00b3", VECTOR[2], "malformed-timestamp"),
+        ("\u0661\u0667\u0666", VECTOR[2], "malformed-timestamp"),
+        ("\udcff", VECTOR[2], "malformed-timestamp"),
+        (VECTOR[1], "not base64 at all!!!!!!!!!!!!!!!!!!!!!!!!!!", "malformed-signature"),
+        (VECTOR[1], VECTOR[2].rstrip("="), "malformed-signature"),
+        (VECTOR[1], VECTOR[2] * 1000, "malformed-signature"),
+        (VECTOR[1], "é" * 44, "malformed-signature"),
+        (VECTOR[1], "\udcff" * 44, "malformed-signature"),
+        (VECTOR[1], "AAAA", "malformed-signature"),
+    ],
+)
+def test_malformed_headers_are_verification_errors(
+    timestamp: str, signature: str, reason: str
+) -> None:
+    with pytest.raises(WebhookVerificationError) as caught:
+        verify_signature(VECTOR[0], timestamp, signature, KEY, now=1767694163)
+    assert caught.value.reason == reason
+
+
+def test_a_task_id_that_cannot_be_signed_is_a_bad_signature() -> None:
+    with pytest.raises(WebhookVerificationError) as caught:
+        verify_signature("\ud800", VECTOR[1], VECTOR[2], KEY, now=1767694163)
+    assert caught.value.reason == "bad-signature"
+
+
+def test_odd_bodies_are_malformed_callbacks() -> None:
+    for body in (
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b'{"data": {"taskId": "t", "state": "success", "costTime": ' + b"9" * 5000 + b"}}",
+        json.dumps({"data": {"taskId": "a b", "state": "success"}}).encode(),
+        json.dumps({"data": {"taskId": "t", "state": "cancelled"}}).encode(),
+    ):
+        with pytest.raises(MalformedCallbackError):
+            parse_callback(body)
+
+
+# -- the receiver over real HTTP ------------------------------------------------------------------
+
+
+def doc_body(task_id: str = VECTOR[0]) -> bytes:
+    body = json.loads(json.dumps(DOC_BODY))
+    body["data"]["taskId"] = task_id
+    return json.dumps(body).encode()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+async def raw_post(url: str, head: bytes, parts: list[bytes]) -> int:
+    """POST with hand-made headers, the body written in ``parts`` with a pause between them."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    path = url.split("/", 3)[3]
+    writer.write(b"POST /" + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+    for i, part in enumerate(parts):
+        if i:
+            # Only to make the body arrive in two TCP segments; the outcome does not hang on it.
+            await asyncio.sleep(0.05)
+        writer.write(part)
+        await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+async def test_a_body_split_across_segments_is_read_whole() -> None:
+    receiver = WebhookReceiver(KEY)
+    url = await receiver.start()
+    body = doc_body()
+    stamp = str(int(time.time()))
+    head = (
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{'X-Webhook-Timestamp'}: {stamp}\r\n"
+        f"X-Webhook-Signature: {compute_signature(VECTOR[0], stamp, KEY)}\r\n"
+    ).encode()
+    try:
+        assert await raw_post(url, head, [body[:40], body[40:]]) == 200
+    finally:
+        await receiver.close()
+    assert receiver.received(VECTOR[0]) is not None and receiver.malformed == 0
+
+
+async def test_a_chunked_body_is_read_whole(http: aiohttp.ClientSession) -> None:
+    receiver = WebhookReceiver(KEY)
+    url = await receiver.start()
+    body = doc_body()
+
+    async def pieces() -> Any:
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    try:
+        async with http.post(url, data=pieces(), headers=signed(VECTOR[0], KEY)) as r:
+            assert r.status == 200
+            assert r.request_info.headers.get("Transfer-Encoding") == "chunked"
+    finally:
+        await receiver.close()
+    assert receiver.accepted == 1 and receiver.received(VECTOR[0]) is not None
+
+
+async def test_a_body_over_the_cap_is_413_however_framed(http: aiohttp.ClientSession) -> None:
+    receiver = WebhookReceiver(KEY, max_body=1000)
+    url = await receiver.start()
+
+    async def endless() -> Any:
+        for _ in range(50):
+            yield b" " * 100
+
+    try:
+        async with http.post(url, data=b" " * 1001) as r:
+            assert r.status == 413 and (await r.json())["msg"] == "body too large"
+        async with http.post(url, data=endless()) as r:
+            assert r.status == 413
+        # At the cap the body is read (and refused only for what it says).
+        padded = doc_body() + b" " * (1000 - len(doc_body()))
+        async with http.post(url, data=padded, headers=signed(VECTOR[0], KEY)) as r:
+            assert r.status == 200
+    finally:
+        await receiver.close()
+    assert receiver.malformed == 2
+
+
+async def test_a_body_cut_short_is_refused_without_an_error() -> None:
+    receiver = WebhookReceiver(None)
+    url = await receiver.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(url))
+    writer.write(b"POST /kling/callback HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    writer.write_eof()
+    assert await reader.read() == b""  # nobody left to answer
+    writer.close()
+    await eventually(lambda: receiver.malformed == 1)
+    await receiver.close()
+    assert receiver.accepted == 0
+
+
+GOOD_SIGNATURE = VECTOR[2].encode()
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature"),
+    [
+        (b"1e9", GOOD_SIGNATURE),
+        (b"-5", GOOD_SIGNATURE),
+        (b"9" * 4000, GOOD_SIGNATURE),
+        (b"\xc2\xb2", GOOD_SIGNATURE),  # "²": a digit to str.isdigit(), not to int()
+        (b"\xff\xfe", GOOD_SIGNATURE),  # not UTF-8
+        (b"1767694163", b"\xff\xfe\xfd"),
+        (b"1767694163", b"\xe9" * 44),
+        (b"1767694163", b"%%%%"),
+        (b"1767694163", b"A" * 4000),
+        (b"", GOOD_SIGNATURE),
+    ],
+)
+async def test_malformed_signature_headers_are_401_never_500(
+    timestamp: bytes, signature: bytes
+) -> None:
+    receiver = WebhookReceiver(KEY)
+    url = await receiver.start()
+    body = doc_body()
+    head = (
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"X-Webhook-Timestamp: " + timestamp + b"\r\n"
+        b"X-Webhook-Signature: " + signature + b"\r\n"
+    )
+    try:
+        assert await raw_post(url, head, [body]) == 401
+    finally:
+        await receiver.close()
+    assert receiver.rejected == 1
+
+
+async def test_kept_callbacks_are_bounded_by_count(http: aiohttp.ClientSession) -> None:
+    receiver = WebhookReceiver(None, max_kept=3)
+    url = await receiver.start()
+    ids = [f"{i:032x}" for i in range(5)]
+    try:
+        for task_id in ids:
+            async with http.post(url, data=doc_body(task_id)) as r:
+                assert r.status == 200
+        async with http.post(url, data=doc_body(ids[2])) as r:  # a repeat counts as new
+            assert r.status == 200
+    finally:
+        await receiver.close()
+    kept = [task_id for task_id in ids if receiver.received(task_id) is not None]
+    assert kept == [ids[2], ids[3], ids[4]]
+
+
+async def test_kept_callbacks_are_bounded_by_age(http: aiohttp.ClientSession) -> None:
+    now = [1000.0]
+    receiver = WebhookReceiver(None, keep_for=60.0, clock=lambda: now[0])
+    url = await receiver.start()
+    try:
+        async with http.post(url, data=doc_body("a" * 32)) as r:
+            assert r.status == 200
+        now[0] += 30.0
+        async with http.post(url, data=doc_body("b" * 32)) as r:
+            assert r.status == 200
+        now[0] += 31.0
+        assert receiver.received("a" * 32) is None
+        assert receiver.received("b" * 32) is not None
+        future = receiver.subscribe("a" * 32)
+        assert not future.done()  # the expired callback no longer answers a wait
+        receiver.unsubscribe("a" * 32, future)
+    finally:
+        await receiver.close()
+
+
+@pytest.mark.parametrize(
+    "settings", [{"max_kept": -1}, {"keep_for": -1.0}, {"max_body": 0}, {"max_kept": 1.5}]
+)
+def test_receiver_bounds_are_checked(settings: dict[str, Any]) -> None:
+    from kling_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        WebhookReceiver(None, **settings)
+
+
+# -- per-job tokens -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://me.example/hook", "https://me.example/hook?kling_job=tok-1"),
+        (
+            "https://me.example/hook?a=1&b=x%20y",
+            "https://me.example/hook?a=1&b=x%20y&kling_job=tok-1",
+        ),
+        (
+            "https://me.example/hook?kling_job=old&a=1",
+            "https://me.example/hook?a=1&kling_job=tok-1",
+        ),
+        ("https://me.example/hook?kling%5Fjob=old", "https://me.example/hook?kling_job=tok-1"),
+        ("http://127.0.0.1:8080/h?flag#frag", "http://127.0.0.1:8080/h?flag&kling_job=tok-1#frag"),
+    ],
+)
+def test_callback_url_with_token_keeps_other_parameters(base: str, expected: str) -> None:
+    url = callback_url_with_token(base, "tok-1")
+    assert url == expected
+    assert callback_token(url) == "tok-1"
+
+
+@pytest.mark.parametrize(
+    ("base", "token"),
+    [
+        ("ftp://me.example/hook", "tok"),
+        ("https://me.example/hook", ""),
+        ("https://me.example/hook", "a b"),
+        ("https://me.example/hook", "a&b"),
+        ("https://me.example/hook", "x" * 129),
+    ],
+)
+def test_callback_url_with_token_refuses_bad_input(base: str, token: str) -> None:
+    from kling_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        callback_url_with_token(base, token)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        None,
+        "https://me.example/hook",
+        "https://me.example/hook?kling_job=a&kling_job=b",
+        "https://me.example/hook?kling_job=a%20b",
+        "https://me.example/hook?kling_job=",
+        "http://[::1",
+    ],
+)
+def test_callback_token_is_none_without_one_clear_token(url: str | None) -> None:
+    assert callback_token(url) is None
+
+
+async def test_a_callback_with_a_token_wakes_the_tokens_waiter(
+    http: aiohttp.ClientSession,
+) -> None:
+    receiver = WebhookReceiver(KEY)
+    url = await receiver.start()
+    try:
+        early = receiver.subscribe_token("job-1")
+        other = receiver.subscribe_token("job-2")
+        with_token = callback_url_with_token(url, "job-1")
+        async with http.post(with_token, data=doc_body(), headers=signed(VECTOR[0], KEY)) as r:
+            assert r.status == 200
+        task = await asyncio.wait_for(early, 10)
+        assert task.task_id == VECTOR[0]
+        assert receiver.received_for_token("job-1") == task
+        assert receiver.received(VECTOR[0]) == task  # found by task id as well
+        late = receiver.subscribe_token("job-1")
+        assert late.done() and late.result() == task
+        assert not other.done()
+        receiver.unsubscribe_token("job-2", other)
+        assert other.cancelled()
+        # A refused callback wakes no token.
+        async with http.post(
+            callback_url_with_token(url, "job-3"), data=doc_body(), headers=signed(VECTOR[0], "x")
+        ) as r:
+            assert r.status == 401
+        assert receiver.received_for_token("job-3") is None
+        receiver.discard_token("job-1")
+        assert receiver.received_for_token("job-1") is None
+    finally:
+        await receiver.close()
+
+
+# -- after close ----------------------------------------------------------------------------------
+
+
+async def test_a_closed_receiver_hands_out_futures_that_stay_pending() -> None:
+    receiver = WebhookReceiver(None)
+    await receiver.start()
+    pending = receiver.subscribe(VECTOR[0])
+    assert not receiver.closed
+    await receiver.close()
+    assert receiver.closed
+    after = receiver.subscribe(VECTOR[0])
+    by_token = receiver.subscribe_token("job-1")
+    # Neither cancelled nor resolved: a wait on them sleeps its full poll interval, never spins.
+    assert not any(f.done() for f in (pending, after, by_token))
+    receiver.unsubscribe(VECTOR[0], pending)
+    receiver.unsubscribe(VECTOR[0], after)
+    receiver.unsubscribe_token("job-1", by_token)
+    assert pending.cancelled() and after.cancelled() and by_token.cancelled()
+    await receiver.start()
+    assert not receiver.closed
+    await receiver.close()

@@ -10,11 +10,15 @@ import pytest
 import kling_async.errors as errors
 from kling_async import MotionControlInput, TaskState
 from kling_async.wire import (
+    MAX_ANSWER_BYTES,
     RETRY_AFTER_CAP,
     create_task_body,
     decode_answer,
+    parse_credits,
+    parse_download_url,
     parse_retry_after,
     parse_task,
+    parse_task_id,
     parse_uploaded_file,
 )
 
@@ -87,13 +91,79 @@ def test_record_info_is_null_is_its_own_class() -> None:
 
 
 def test_non_json_success_is_an_error() -> None:
-    with pytest.raises(errors.APIError, match="not a JSON object"):
+    with pytest.raises(errors.ProtocolError, match="not a JSON object"):
         answer(200, b"<html>maintenance</html>")
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"", "empty"),
+        (b"[1, 2]", "a JSON list"),
+        (b'"just text"', "a JSON str"),
+        (b'{"code": 200, "msg": "\xff"}', "not UTF-8"),
+        (b"\xff\xfe{\x00}\x00", "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"code": 200, "data": ' + b"9" * 5000 + b"}", "4300"),
+        (b'{"code": 200, "data": 1e999}', "out of range"),
+        (b'{"code": 200, "data": NaN}', "NaN"),
+        (b'{"code": 200, "data": -Infinity}', "Infinity"),
+    ],
+)
+def test_unreadable_success_bodies_are_protocol_errors(body: bytes, why: str) -> None:
+    with pytest.raises(errors.ProtocolError, match=why) as caught:
+        answer(200, body)
+    assert isinstance(caught.value, ValueError) and caught.value.http_status == 200
+    assert caught.value.endpoint == "test"
+
+
+def test_an_answer_over_the_size_cap_is_a_protocol_error() -> None:
+    padded = json.dumps({"code": 200, "data": "x" * MAX_ANSWER_BYTES}).encode()
+    with pytest.raises(errors.ProtocolError, match="longer than"):
+        answer(200, padded)
+    # At the cap it is still read.
+    exact = b'{"code": 200, "data": "' + b"x" * (MAX_ANSWER_BYTES - 25) + b'"}'
+    assert len(exact) == MAX_ANSWER_BYTES
+    assert len(answer(200, exact)) == MAX_ANSWER_BYTES - 25  # type: ignore[arg-type]
+
+
+def test_the_edges_bare_403_is_edge_blocked_not_auth() -> None:
+    with pytest.raises(errors.EdgeBlockedError) as caught:
+        answer(403, b"error code: 1010", {"Content-Type": "text/plain"})
+    assert caught.value.http_status == 403 and "User-Agent" in caught.value.message
+    with pytest.raises(errors.APIError) as other:
+        answer(403, b"<html>Forbidden</html>")
+    assert not isinstance(other.value, errors.EdgeBlockedError)
+
+
+@pytest.mark.parametrize("code", [501, 408, "501"])
+def test_failure_codes_inside_a_200_answer_mean_the_generation_failed(code: object) -> None:
+    with pytest.raises(errors.GenerationFailedError) as caught:
+        answer(200, {"code": code, "msg": "Generation failed", "data": None})
+    assert caught.value.code == int(code)  # type: ignore[call-overload]
+
+
+def test_a_real_http_408_is_no_generation_failure() -> None:
+    with pytest.raises(errors.APIError) as caught:
+        answer(408, b"Request Timeout")
+    assert not isinstance(caught.value, errors.GenerationFailedError)
+
+
+@pytest.mark.parametrize("code", ["\u00b2", "\u0663", "12345678901234567890", 3.5, True, None])
+def test_odd_codes_fall_back_to_the_status(code: object) -> None:
+    assert answer(200, {"code": code, "data": 1}) == 1
+    with pytest.raises(errors.ServerError):
+        answer(502, {"code": code, "data": 1})
 
 
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
+        ("Mon, 01 Jan 99999999999 00:00:00 GMT", None),
+        ("Fri, 31 Dec 9999 23:59:59 +2359", RETRY_AFTER_CAP),
+        ("Mon, 01 Jan 0001 00:00:00 GMT", 0.0),
+        ("1e999", RETRY_AFTER_CAP),
+        ("nan", None),
         ("3", 3.0),
         ("0.5", 0.5),
         ("-4", 0.0),
@@ -213,11 +283,91 @@ def test_fail_and_pending_states_parse() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [None, [], {"state": "success"}, {"taskId": "t", "state": "exploded"}]
+    "bad",
+    [
+        None,
+        [],
+        {"state": "success"},
+        {"taskId": "t"},
+        {"taskId": "t", "state": None},
+        {"taskId": "t", "state": 3},
+        {"taskId": "t", "state": "  "},
+        {"taskId": 12, "state": "success"},
+        {"taskId": "has space", "state": "success"},
+        {"taskId": "x" * 257, "state": "success"},
+        {"taskId": "\ud800", "state": "success"},
+    ],
 )
-def test_unparseable_task_data_raises_value_error(bad: object) -> None:
-    with pytest.raises(ValueError):
+def test_unparseable_task_data_raises_protocol_error(bad: object) -> None:
+    with pytest.raises(errors.ProtocolError) as caught:
         parse_task(bad)
+    assert isinstance(caught.value, ValueError) and caught.value.endpoint == "recordInfo"
+
+
+@pytest.mark.parametrize("state", ["exploded", "CANCELED", "timeout"])
+def test_an_unknown_state_reads_as_running_and_keeps_its_text(state: str) -> None:
+    task = parse_task(success_data(state=state))
+    assert task.state is TaskState.GENERATING and not task.is_terminal
+    assert task.raw_state == state
+    assert parse_task(success_data(state=" Success ")).raw_state is None
+
+
+def test_odd_field_values_are_read_as_absent() -> None:
+    task = parse_task(
+        success_data(
+            model={"nested": [1]},
+            failCode=["500"],
+            failMsg={"a": 1},
+            costTime="1e999",
+            creditsConsumed=10**400,
+            createTime=True,
+            completeTime="soon",
+            updateTime=-(10**30),
+            resultJson='{"resultUrls": "not a list"}',
+            param='{"input": {"input_urls": "https://a.example/i.png", "video_urls": []}}',
+        )
+    )
+    assert task.model == "kling-2.6/motion-control"
+    assert (task.fail_code, task.fail_msg, task.cost_time, task.credits_consumed) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert (task.created_at, task.completed_at, task.updated_at) == (None, None, None)
+    assert task.result_urls == () and task.input is None
+
+
+@pytest.mark.parametrize(
+    ("parse", "bad"),
+    [
+        (parse_task_id, {"taskId": ""}),
+        (parse_task_id, {"taskId": ["t"]}),
+        (parse_task_id, {"taskId": "a\nb"}),
+        (parse_task_id, None),
+        (parse_credits, "lots"),
+        (parse_credits, 10**400),
+        (parse_credits, True),
+        (parse_credits, {"credits": 1}),
+        (parse_download_url, ""),
+        (parse_download_url, "file:///etc/passwd"),
+        (parse_download_url, "http://[::1"),
+        (parse_download_url, ["https://a.example/x.mp4"]),
+    ],
+)
+def test_every_parser_raises_protocol_errors(parse: object, bad: object) -> None:
+    with pytest.raises(errors.ProtocolError) as caught:
+        parse(bad)  # type: ignore[operator]
+    assert caught.value.code == 0 and caught.value.endpoint
+
+
+def test_the_parsers_read_good_data() -> None:
+    assert (
+        parse_task_id({"taskId": "task_kling-2.6_1767693973938"}) == "task_kling-2.6_1767693973938"
+    )
+    assert parse_task_id({"task_id": "abc"}) == "abc"
+    assert parse_credits("12.5") == 12.5 and parse_credits(100) == 100.0
+    assert parse_download_url("https://tempfile.example/a.mp4") == "https://tempfile.example/a.mp4"
 
 
 def test_upload_answers_of_both_documented_shapes() -> None:
@@ -249,5 +399,26 @@ def test_upload_answers_of_both_documented_shapes() -> None:
     )
     assert quickstart.url.endswith("/images/a.png")
     assert quickstart.expires_at == datetime(2026, 1, 6, 12, tzinfo=UTC)
-    with pytest.raises(ValueError):
+    with pytest.raises(errors.ProtocolError):
         parse_uploaded_file({"fileName": "x"}, now=NOW)
+    with pytest.raises(errors.ProtocolError):
+        parse_uploaded_file({"downloadUrl": "javascript:alert(1)"}, now=NOW)
+
+
+def test_upload_answers_with_odd_fields_still_parse() -> None:
+    odd = parse_uploaded_file(
+        {
+            "downloadUrl": "https://tempfile.redpandaai.co/xxx/a.png",
+            "fileName": {"x": 1},
+            "fileSize": -5,
+            "mimeType": 7,
+            "uploadedAt": "9999-12-31T23:59:59Z",
+        },
+        now=NOW,
+    )
+    assert (odd.file_name, odd.size_bytes, odd.mime_type) == (
+        "a.png",
+        0,
+        "application/octet-stream",
+    )
+    assert odd.uploaded_at == NOW and odd.expires_at == NOW + timedelta(hours=24)

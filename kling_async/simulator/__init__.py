@@ -8,8 +8,11 @@ Use it in tests and demos instead of the real service::
 
 It implements both hosts (API and file upload), auth, validation with the documented codes, the
 task lifecycle, rate limits, credits, signed callbacks, seeded fault injection and a time scale,
-and keeps a request log and counters for assertions. Run it alone with
-``python -m kling_async.simulator --port 8080``.
+and keeps a request log and counters for assertions. It can also play the real service's odd
+answers (kie-api.md section 9b): the edge's bare 403 to library User-Agents, 433 quotas, 404 for
+new tasks, gateway pages and empty successes after a task was created, HTML in place of a video,
+trickling transfers, and outages of an endpoint while tasks keep rendering (``outage``).
+Run it alone with ``python -m kling_async.simulator --port 8080``.
 """
 
 from __future__ import annotations
@@ -31,10 +34,18 @@ from ..session import (
 )
 from ._app import RequestRecord, Service, make_workdir
 from ._callbacks import CallbackDelivery
-from ._config import FaultConfig, SimulatorConfig
+from ._config import LIBRARY_USER_AGENTS, OUTAGE_KINDS, FaultConfig, SimulatorConfig
 from ._state import SimTask
 
-__all__ = ["CallbackDelivery", "FaultConfig", "RequestRecord", "Simulator", "SimulatorConfig"]
+__all__ = [
+    "LIBRARY_USER_AGENTS",
+    "OUTAGE_KINDS",
+    "CallbackDelivery",
+    "FaultConfig",
+    "RequestRecord",
+    "Simulator",
+    "SimulatorConfig",
+]
 
 
 class Simulator:
@@ -104,6 +115,25 @@ class Simulator:
         return KlingSession(
             api_key, base_url=self.base_url, upload_base_url=self.upload_base_url, **settings
         )
+
+    def outage(
+        self,
+        kind: str,
+        seconds: float,
+        *,
+        endpoints: frozenset[str] = frozenset({"recordInfo"}),
+    ) -> None:
+        """Answer ``endpoints`` with ``kind`` for the next ``seconds`` (nominal) while tasks go on.
+
+        ``kind`` is ``"455"`` (maintenance), ``"500"`` (server error) or ``"drop"`` (the
+        connection is closed unanswered); see ``OUTAGE_KINDS``. Tasks keep rendering and their
+        callbacks are still sent; a later call adds another window.
+        """
+        if kind not in OUTAGE_KINDS:
+            raise ValueError(f"outage kind must be one of {', '.join(OUTAGE_KINDS)}; got {kind!r}")
+        if not seconds >= 0:
+            raise ValueError(f"outage seconds must be at least 0; got {seconds!r}")
+        self._service.faults.outage(kind, seconds, frozenset(endpoints))
 
     def add_key(self, key: str, credits: float = 100_000.0) -> None:
         """Add an account with its own balance and rate windows."""

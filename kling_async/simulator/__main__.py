@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 
 from ..models import RateLimit
-from . import Simulator, SimulatorConfig
+from . import LIBRARY_USER_AGENTS, Simulator, SimulatorConfig
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +33,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="send errors as real HTTP statuses instead of HTTP 200",
     )
+    parser.add_argument(
+        "--edge-block",
+        action="store_true",
+        help="refuse library User-Agents with a bare 403 'error code: 1010', as the edge may",
+    )
     parser.add_argument("--create-limit", type=int, default=20, help="createTask per 10 s")
     parser.add_argument("--query-limit", type=int, default=10, help="recordInfo per second")
     return parser.parse_args(argv)
@@ -47,6 +52,7 @@ async def _run(args: argparse.Namespace) -> None:
         create_limit=RateLimit(args.create_limit, 10.0),
         query_limit=RateLimit(args.query_limit, 1.0),
         request_log_limit=100_000,
+        edge_block_user_agents=LIBRARY_USER_AGENTS if args.edge_block else (),
     )
     sim = Simulator(
         config,

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from ..models import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, is_http_
 from ..signature import compute_signature
 from ._callbacks import CallbackDelivery, callback_body
 from ._config import SimulatorConfig
+from ._faults import Faults
 from ._files import FileHost
 from ._records import ApiAnswer, Dropped, RequestRecord, current_record
 from ._state import CREDITS_PER_SECOND, Account, HostedFile, ServiceState, SimTask, SlidingWindow
@@ -47,7 +47,7 @@ class Service:
         self.upload_base_url = ""
         self._mono0 = time.monotonic()
         self._epoch0 = time.time()
-        self._fault_rng = random.Random(config.faults.seed)
+        self.faults = Faults(self)
         self._background: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._client: aiohttp.ClientSession | None = None
@@ -145,30 +145,10 @@ class Service:
             del self.records[:-limit]  # trimmed in batches: a long-running simulator stays small
         current_record.set(record)
         try:
-            fault = self._pick_fault(endpoint)
+            # The edge stands before everything; an outage before the service's own faults.
+            fault = self.faults.pick(request, endpoint)
             record.fault = fault
-            if fault == "drop":
-                raise Dropped
-            if fault in ("500", "455", "429"):
-                messages = {
-                    "500": "Internal server error",
-                    "455": "Service unavailable",
-                    "429": "Rate limit exceeded",
-                }
-                response: web.StreamResponse = self._answer(request, int(fault), messages[fault])
-                retry_after = self.config.faults.retry_after
-                if fault != "500" and retry_after is not None:
-                    response.headers["Retry-After"] = f"{retry_after:g}"
-            else:
-                if fault == "slow":
-                    if request.content_type == "application/json":
-                        # The request has fully arrived; only the answer is slow. A client that
-                        # gives up meanwhile does not undo it, as on a real server.
-                        await request.read()
-                    await asyncio.sleep(self.real_seconds(self.config.faults.slow_seconds))
-                response = await handler(request)
-                if fault == "drop_after":
-                    raise Dropped
+            response = await self.faults.respond(request, handler, fault)
         except Dropped:
             record.fault = record.fault or "drop"
             if request.transport is not None:
@@ -199,24 +179,6 @@ class Service:
             record.code = response.status
         record.http_status = response.status
         return response
-
-    def _pick_fault(self, endpoint: str) -> str | None:
-        faults = self.config.faults
-        if not faults.any or endpoint not in faults.endpoints:
-            return None
-        roll = self._fault_rng.random()
-        for name, chance in (
-            ("500", faults.error_500),
-            ("455", faults.error_455),
-            ("429", faults.error_429),
-            ("drop", faults.drop),
-            ("drop_after", faults.drop_after),
-            ("slow", faults.slow),
-        ):
-            if roll < chance:
-                return name
-            roll -= chance
-        return None
 
     # -- main host -----------------------------------------------------------------------------
     async def create_task(self, request: web.Request) -> web.Response:
@@ -351,7 +313,11 @@ class Service:
             raise ApiAnswer(400, "taskId parameter is required")
         task = self.state.tasks.get(task_id)
         now = self.now()
-        if task is None or task.key != key or now < task.created + self.config.invisible_seconds:
+        if task is None or task.key != key:
+            raise ApiAnswer(422, "recordInfo is null")
+        if now < task.created + self.config.invisible_seconds:
+            if self.config.invisible_code == 404:
+                raise ApiAnswer(404, "Task not found")
             raise ApiAnswer(422, "recordInfo is null")
         self.state.settle(task, now)
         return self._answer(request, 200, "success", self.state.task_data(task, now, self._epoch0))
@@ -395,7 +361,13 @@ class Service:
             fresh = expires >= (self._epoch0 + self.now()) * 1000
             if not fresh or request.query.get("token") != self._result_token(task_id, expires):
                 raise web.HTTPForbidden()
-        return web.FileResponse(RESULT_ASSET, headers={"Content-Type": "video/mp4"})
+        return self.file_answer(RESULT_ASSET, "video/mp4")
+
+    def file_answer(self, path: Path, content_type: str) -> web.StreamResponse:
+        """A hosted file's download, streamed from disk (or whole, for a trickle to send)."""
+        if current_record.get().fault == "trickle":
+            return web.Response(body=path.read_bytes(), content_type=content_type)
+        return web.FileResponse(path, headers={"Content-Type": content_type})
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _http(self) -> aiohttp.ClientSession:

@@ -6,9 +6,10 @@ import attrs
 
 from ..models import RateLimit
 
-__all__ = ["FaultConfig", "SimulatorConfig"]
+__all__ = ["LIBRARY_USER_AGENTS", "OUTAGE_KINDS", "FaultConfig", "SimulatorConfig"]
 
-#: Endpoint names used in faults, the request log and counters.
+#: Endpoint names used in faults, the request log and counters. The result and uploaded-file
+#: downloads are ``result`` and ``file``: faults reach them only when named in ``endpoints``.
 ENDPOINTS = (
     "createTask",
     "recordInfo",
@@ -18,6 +19,20 @@ ENDPOINTS = (
     "base64Upload",
     "urlUpload",
 )
+#: User-Agent prefixes of HTTP libraries' defaults, which the service's edge may refuse.
+LIBRARY_USER_AGENTS = (
+    "python/",
+    "python-",
+    "aiohttp",
+    "httpx",
+    "curl/",
+    "wget/",
+    "go-http-client",
+    "java/",
+    "okhttp",
+)
+#: What an outage (``Simulator.outage``) answers: 455 or 500 error codes, or dropped connections.
+OUTAGE_KINDS = ("455", "500", "drop")
 
 
 @attrs.frozen
@@ -27,6 +42,13 @@ class FaultConfig:
     ``drop`` closes the connection before the request is processed (nothing happened);
     ``drop_after`` processes it, then closes the connection (the answer is lost: a createTask
     still creates its task); ``slow`` delays the answer by ``slow_seconds`` (nominal).
+    ``error_433`` answers code 433 (a sub-key's quota is used up). Faults that process the
+    request first, as a real gateway or server would: ``gateway_after`` then answers an HTML
+    page with HTTP ``gateway_status`` (502 or 504), ``no_task_id`` answers HTTP 200 success with
+    an empty ``data`` (a createTask without ``taskId``), and ``trickle`` sends the answer one
+    byte every ``trickle_seconds`` (nominal; for upload answers and downloads). ``html_200``
+    answers an HTTP 200 HTML error page without processing (in place of a video, with
+    ``endpoints={"result"}``).
     """
 
     error_500: float = 0.0
@@ -36,6 +58,13 @@ class FaultConfig:
     drop_after: float = 0.0
     slow: float = 0.0
     slow_seconds: float = 5.0
+    error_433: float = 0.0
+    gateway_after: float = 0.0
+    gateway_status: int = attrs.field(default=502, validator=attrs.validators.in_((502, 504)))
+    no_task_id: float = 0.0
+    html_200: float = 0.0
+    trickle: float = 0.0
+    trickle_seconds: float = 0.5
     #: Sent as a ``Retry-After`` header (real seconds) on injected 429 and 455 answers.
     retry_after: float | None = None
     endpoints: frozenset[str] = frozenset(ENDPOINTS)
@@ -46,8 +75,23 @@ class FaultConfig:
     @property
     def any(self) -> bool:
         """True if some fault can happen."""
-        return any(
-            (self.error_500, self.error_455, self.error_429, self.drop, self.drop_after, self.slow)
+        return any(chance for _, chance in self.chances())
+
+    def chances(self) -> tuple[tuple[str, float], ...]:
+        """Each fault's name (as in the request log) and its chance, in the order rolled."""
+        # New faults go last: a seeded run of the older ones rolls the same as before.
+        return (
+            ("500", self.error_500),
+            ("455", self.error_455),
+            ("429", self.error_429),
+            ("drop", self.drop),
+            ("drop_after", self.drop_after),
+            ("slow", self.slow),
+            ("433", self.error_433),
+            ("gateway_after", self.gateway_after),
+            ("no_task_id", self.no_task_id),
+            ("html_200", self.html_200),
+            ("trickle", self.trickle),
         )
 
 
@@ -70,8 +114,14 @@ class SimulatorConfig:
     generating_seconds: float = 90.0
     #: Chance that a task ends in ``fail`` (seeded by ``seed``).
     failure_rate: float = 0.0
-    #: Right after creation recordInfo answers ``422 recordInfo is null`` for this long.
+    #: Right after creation recordInfo answers ``422 recordInfo is null`` for this long...
     invisible_seconds: float = 1.0
+    #: ...or ``404 Task not found`` with 404 (both are seen, kie-api.md section 9b).
+    invisible_code: int = attrs.field(default=422, validator=attrs.validators.in_((422, 404)))
+    #: User-Agent prefixes (case-insensitive) that the edge refuses with a bare HTTP 403
+    #: ``error code: 1010`` (kie-api.md section 9b), as is a missing User-Agent when any are
+    #: set; ``LIBRARY_USER_AGENTS`` lists libraries' defaults. Empty: nothing is refused.
+    edge_block_user_agents: tuple[str, ...] = ()
     #: False: errors as HTTP 200 with the code in the body (the newest docs); True: real statuses.
     http_error_status: bool = False
     faults: FaultConfig = FaultConfig()

@@ -213,4 +213,4 @@ class FileHost:
         hosted = self.service.state.files.get(request.path)
         if hosted is None or hosted.expires_at < self.service.now():
             raise web.HTTPNotFound()
-        return web.FileResponse(hosted.path, headers={"Content-Type": hosted.mime_type})
+        return self.service.file_answer(hosted.path, hosted.mime_type)
