@@ -38,6 +38,7 @@ from .journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Jou
 from .media import validate_image, validate_video
 from .models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
 from .submission import Submission
+from .webhooks import callback_token, callback_url_with_token
 
 if TYPE_CHECKING:
     from .session import KlingSession
@@ -48,6 +49,8 @@ log = logging.getLogger("kling_async")
 
 OnEvent = Callable[[JobEvent], Awaitable[None] | None]
 _UNSAFE_NAME = re.compile(r"[^a-z0-9._-]+")
+#: How long a job whose createTask answer was lost waits for its callback (without a job_timeout).
+UNKNOWN_CALLBACK_WAIT = 15 * 60.0
 #: An upload recorded in the journal is reused only if it stays valid this much longer.
 UPLOAD_MARGIN = timedelta(hours=1)
 
@@ -122,6 +125,9 @@ class JobRunner:
                 await before_create()
             try:
                 task_id = await self._create(key, inp)
+            except SubmissionUnknownError as unknown:
+                # With a webhook receiver, the task's callback can still tell us its id.
+                task_id = await self._resolve_by_callback(key, unknown, wait=True)
             finally:
                 if after_create is not None:
                     after_create()
@@ -144,7 +150,7 @@ class JobRunner:
             task = Task(record.task_id, TaskState.FAIL, fail_msg=record.error)
             raise TaskFailedError(task)
         await self._record(key, status=UNKNOWN)
-        raise SubmissionUnknownError(
+        unknown = SubmissionUnknownError(
             f"job {key}: its createTask was sent but the answer never reached the journal "
             f"({record.error or 'the batch stopped while it was in flight'}); it is not created "
             "again, to avoid paying twice. Check your kie.ai task list; if no task was made, "
@@ -152,6 +158,44 @@ class JobRunner:
             "`python -m kling_async release JOURNAL KEY`) and run the batch again.",
             job_key=key,
         )
+        # A callback received meanwhile by this process's receiver may still name the task.
+        task_id = await self._resolve_by_callback(key, unknown, wait=False)
+        await self.emit(JobEventKind.RESUMED, key, task_id=task_id)
+        return await self._finish(job, task_id)
+
+    def _callback_url(self, key: str) -> str | None:
+        """The job's callback URL: with a receiver, it carries a token naming the job."""
+        base = self.callback_url or self.session.callback_url
+        if base is None or self.session.webhook is None:
+            return base
+        return callback_url_with_token(base, job_token(key))
+
+    async def _resolve_by_callback(
+        self, key: str, unknown: SubmissionUnknownError, *, wait: bool
+    ) -> str:
+        """The task id of a submission whose answer was lost, from its callback; else raise."""
+        receiver = self.session.webhook
+        if receiver is None or self._callback_url(key) is None:
+            raise unknown
+        token = job_token(key)
+        heard = receiver.subscribe_token(token)
+        try:
+            if wait and not heard.done():
+                limit = self.job_timeout if self.job_timeout is not None else UNKNOWN_CALLBACK_WAIT
+                await asyncio.wait({heard}, timeout=limit)
+            if not heard.done() or heard.cancelled():
+                raise unknown
+            called_back = heard.result()
+        finally:
+            receiver.unsubscribe_token(token, heard)
+        # The token is not signed: only the service itself may confirm the task is this job's.
+        task = await self.session.get_task(called_back.task_id)
+        if callback_token(task.callback_url) not in (token, None):
+            log.warning("callback for job %s named task %s of another job", key, task.task_id)
+            raise unknown
+        await self._record(key, status=CREATED, task_id=task.task_id, error=None)
+        log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
+        return task.task_id
 
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
         source: MediaSource = job.image if which == "image" else job.video
@@ -196,7 +240,7 @@ class JobRunner:
         try:
             task_id = await self.session.create_task(
                 inp,
-                self.callback_url,
+                self._callback_url(key),
                 before_send=sending if self.journal else None,
                 submission=sub,
             )
@@ -284,6 +328,11 @@ class JobRunner:
             )
         await self._record(key, files=files)
         return tuple(files)
+
+
+def job_token(key: str) -> str:
+    """The token a job's callback URL carries: the same for the same key, in every run."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def file_stem(key: str) -> str:

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import attrs
 
-from .models import MODES, ORIENTATIONS, CharacterOrientation, Mode, Task, UploadedFile, is_http_url
+from .models import (
+    MAX_PROMPT_CHARS,
+    MODES,
+    ORIENTATIONS,
+    CharacterOrientation,
+    Mode,
+    Task,
+    UploadedFile,
+    is_http_url,
+    one_of,
+    optional_text,
+)
 
 __all__ = [
     "GenerationResult",
@@ -43,12 +54,14 @@ class Job:
 
     image: MediaSource
     video: MediaSource
-    prompt: str | None = None
-    character_orientation: CharacterOrientation = attrs.field(
-        default="video", validator=attrs.validators.in_(ORIENTATIONS)
+    prompt: str | None = attrs.field(
+        default=None, validator=optional_text("prompt", MAX_PROMPT_CHARS)
     )
-    mode: Mode = attrs.field(default="720p", validator=attrs.validators.in_(MODES))
-    key: str | None = None
+    character_orientation: CharacterOrientation = attrs.field(
+        default="video", validator=one_of("character_orientation", ORIENTATIONS)
+    )
+    mode: Mode = attrs.field(default="720p", validator=one_of("mode", MODES))
+    key: str | None = attrs.field(default=None, validator=optional_text("key", 1000))
 
     @property
     def job_key(self) -> str:

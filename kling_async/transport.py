@@ -15,11 +15,9 @@ import aiohttp
 import attrs
 
 from .errors import ProtocolError, TransportError
+from .wire import MAX_ANSWER_BYTES
 
-__all__ = ["MAX_ANSWER_BYTES", "HttpAnswer", "HttpTransport", "map_client_error"]
-
-#: The largest API answer read; the service's answers are a few kilobytes.
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
+__all__ = ["HttpAnswer", "HttpTransport", "map_client_error"]
 
 
 async def _read_capped(answer: aiohttp.ClientResponse, what: str) -> bytes:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .errors import (
+    GenerationFailedError,
     KlingError,
     NotFoundError,
     SessionClosedError,
@@ -24,7 +25,7 @@ from .errors import (
     TaskNotVisibleError,
     TaskTimeoutError,
 )
-from .models import PollSchedule, Task
+from .models import PollSchedule, Task, TaskState
 from .ratelimit import Clock, RateLimiter, Sleep
 from .retries import is_no_news
 from .webhooks import WebhookReceiver
@@ -146,6 +147,12 @@ class TaskWaiter:
                 else:
                     try:
                         task = await self._query(task_id, since, deadline)
+                    except GenerationFailedError as exc:
+                        # 501 (or 408) inside recordInfo's answer: the task ended and failed.
+                        failed = Task(
+                            task_id, TaskState.FAIL, fail_code=str(exc.code), fail_msg=exc.message
+                        )
+                        raise TaskFailedError(failed) from exc
                     except KlingError as exc:
                         if not is_no_news(exc):
                             raise

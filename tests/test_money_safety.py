@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -325,8 +326,48 @@ async def test_a_429_to_create_waits_a_full_window_before_the_retry(make_sim: Si
         await kling.create_task(inp)
     creates = [r for r in sim.requests if r.endpoint == "createTask"]
     assert any(r.fault == "429" for r in creates), "the seed must inject at least one 429"
-    for before, after in zip(creates, creates[1:], strict=False):
+    for before, after in itertools.pairwise(creates):
         if before.fault == "429":
             # Never sooner than a window after the dropped one (a lower bound only).
             assert after.time - before.time >= window * 0.99
     assert sim.tasks_created[sim.api_key] == 1
+
+
+# -- a lost createTask answer, resolved by the task's callback -----------------------------------
+async def test_a_lost_create_answer_is_resolved_by_the_jobs_callback(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    from kling_async.webhooks import WebhookReceiver
+
+    sim = await make_sim(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    url = await receiver.start()
+    journal = tmp_path / "batch.sqlite"
+    jobs = jobs_of(3)
+    try:
+        async with session_for(sim, webhook=receiver, callback_url=url) as kling:
+            outcomes = await run_all(kling, jobs, journal=journal, job_timeout=30.0)
+    finally:
+        await receiver.close()
+    # Every answer was lost, yet every job knows its task: the callback carried the job's token.
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert {o.task_id for o in outcomes} == set(sim.tasks)
+    assert set((await journal_statuses(journal)).values()) == {"succeeded"}
+    assert tasks_per_prompt(sim) == {job.prompt: 1 for job in jobs}
+
+
+async def test_waits_fall_back_to_polling_when_the_receiver_closes(make_sim: SimFactory) -> None:
+    from kling_async.webhooks import WebhookReceiver
+
+    sim = await make_sim(time_scale=0.02, callback_drop_rate=1.0)
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    url = await receiver.start()
+    async with session_for(sim, webhook=receiver, callback_url=url) as kling:
+        task_id = await kling.create_task(await _inputs(kling))
+        wait = asyncio.create_task(kling.wait_for_task(task_id))
+        await asyncio.sleep(0)
+        await receiver.close()
+        task = await wait
+    assert task.state.value == "success"
+    # The fallback schedule, not a busy loop: a handful of queries for one task.
+    assert sim.count("recordInfo") <= 10
