@@ -9,6 +9,7 @@ import asyncio
 import collections
 import itertools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from kling_async import (
     JobEvent,
     JobOutcome,
     KlingSession,
+    PollSchedule,
     SessionClosedError,
     TaskTimeoutError,
     TransportError,
@@ -371,3 +373,113 @@ async def test_waits_fall_back_to_polling_when_the_receiver_closes(make_sim: Sim
     assert task.state.value == "success"
     # The fallback schedule, not a busy loop: a handful of queries for one task.
     assert sim.count("recordInfo") <= 10
+
+
+# -- answers that reached the service never reset the journal ------------------------------------
+@pytest.mark.parametrize(
+    "faults",
+    [
+        FaultConfig(gateway_after=1.0, gateway_status=504, endpoints=frozenset({"createTask"})),
+        FaultConfig(gateway_after=1.0, gateway_status=502, endpoints=frozenset({"createTask"})),
+        FaultConfig(no_task_id=1.0, endpoints=frozenset({"createTask"})),
+        FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})),
+    ],
+    ids=["gateway-504", "gateway-502", "no-task-id", "dropped-after"],
+)
+async def test_answers_after_the_task_was_made_mark_the_job_unknown(
+    make_sim: SimFactory, tmp_path: Path, faults: FaultConfig
+) -> None:
+    sim = await make_sim(faults=faults)
+    journal = tmp_path / "batch.sqlite"
+    async with session_for(sim, max_retries=5) as kling:
+        (first,) = await run_all(kling, jobs_of(1), journal=journal)
+    assert first.error is not None and type(first.error).__name__ == "SubmissionUnknownError"
+    assert sim.count("createTask") == 1  # never retried
+    assert await journal_statuses(journal) == {"job-0": UNKNOWN}
+    sim.reconfigure(faults=FaultConfig())
+    async with session_for(sim) as kling:
+        await run_all(kling, jobs_of(1), journal=journal)
+    assert sim.tasks_created[sim.api_key] == 1  # the rerun paid nothing more
+
+
+async def test_refusals_that_created_nothing_leave_the_job_pending(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    from kling_async import QuotaExceededError
+
+    sim = await make_sim(faults=FaultConfig(error_433=1.0, endpoints=frozenset({"createTask"})))
+    journal = tmp_path / "batch.sqlite"
+    async with session_for(sim, max_retries=5) as kling:
+        (first,) = await run_all(kling, jobs_of(1), journal=journal)
+    assert isinstance(first.error, QuotaExceededError)
+    assert sim.count("createTask") == 1  # a used-up quota is not a rate limit: no retry
+    assert await journal_statuses(journal) == {"job-0": PENDING}
+    sim.reconfigure(faults=FaultConfig())
+    async with session_for(sim) as kling:
+        (again,) = await run_all(kling, jobs_of(1), journal=journal)
+    assert again.ok and sim.tasks_created[sim.api_key] == 1
+
+
+# -- the real service's edge and its early 404 ---------------------------------------------------
+async def test_the_edge_block_is_named_as_such_and_a_real_user_agent_passes(
+    make_sim: SimFactory,
+) -> None:
+    from kling_async import EdgeBlockedError
+    from kling_async.simulator import LIBRARY_USER_AGENTS
+
+    sim = await make_sim(edge_block_user_agents=LIBRARY_USER_AGENTS)
+    async with session_for(sim, user_agent="Python/3.12 aiohttp/3.9") as kling:
+        with pytest.raises(EdgeBlockedError, match="edge") as caught:
+            await kling.get_credits()
+    assert "key" in str(caught.value)  # says it is not the key's fault
+    async with session_for(sim) as kling:
+        assert await kling.get_credits() > 0
+
+
+async def test_404_right_after_creation_means_not_visible_yet(make_sim: SimFactory) -> None:
+    sim = await make_sim(invisible_code=404, invisible_seconds=20.0)
+    async with session_for(sim) as kling:
+        result = await kling.generate(IMAGE, VIDEO)
+    assert result.task.state.value == "success"
+    assert sim.count("recordInfo", code=404) >= 1
+
+
+async def test_an_html_page_served_as_the_result_is_never_saved(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(faults=FaultConfig(html_200=1.0, endpoints=frozenset({"result"})))
+    async with session_for(sim) as kling:
+        with pytest.raises(DownloadError) as caught:
+            await kling.generate(IMAGE, VIDEO, download_to=tmp_path)
+    assert caught.value.task_id in sim.tasks  # the error names the (paid) task
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_trickling_upload_answer_is_ended(make_sim: SimFactory) -> None:
+    sim = await make_sim(
+        time_scale=1.0,
+        faults=FaultConfig(trickle=1.0, trickle_seconds=0.5, endpoints=frozenset({"streamUpload"})),
+    )
+    async with session_for(sim, request_timeout=1.0, max_retries=0) as kling:
+        with pytest.raises(TransportError):
+            await kling.upload_image(IMAGE)
+
+
+async def test_an_unknown_state_is_not_terminal_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A service that grew a new state: two answers in it, then success.
+    states = iter(["rendering-v2", "rendering-v2", "rendering-v2", "success"])
+
+    async def record_info(request: web.Request) -> web.Response:
+        data = {"taskId": request.query["taskId"], "state": next(states, "success")}
+        return web.json_response({"code": 200, "msg": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/jobs/recordInfo", record_info)
+    fast = PollSchedule(phases=((math.inf, 0.01),), first_delay=0.0)
+    async with serve(app) as base, KlingSession("key", base_url=base, poll=fast) as kling:
+        with caplog.at_level(logging.WARNING, "kling_async"):
+            task = await kling.wait_for_task("t-1")
+    assert task.state.value == "success"
+    assert sum("does not know" in r.getMessage() for r in caplog.records) == 1
