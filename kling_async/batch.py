@@ -189,7 +189,16 @@ class JobRunner:
         finally:
             receiver.unsubscribe_token(token, heard)
         # The token is not signed: only the service itself may confirm the task is this job's.
-        task = await self.session.get_task(called_back.task_id)
+        try:
+            task = await self.session.get_task(called_back.task_id)
+        except KlingError as exc:
+            log.warning(
+                "job %s: its callback names task %s, but the service could not confirm it (%s)",
+                key,
+                called_back.task_id,
+                exc,
+            )
+            raise unknown from exc
         if callback_token(task.callback_url) not in (token, None):
             log.warning("callback for job %s named task %s of another job", key, task.task_id)
             raise unknown

@@ -122,6 +122,7 @@ class TaskWaiter:
         failures = 0
         retry_after: float | None = None
         last: Task | None = None
+        unconfirmed: Task | None = None
         try:
             while True:
                 now = self._clock()
@@ -138,7 +139,12 @@ class TaskWaiter:
                 if deadline is not None and now + delay > deadline:
                     # One last look at the deadline itself, then give up.
                     delay = max(0.0, deadline - now)
-                called_back = await self._pause(delay, heard)
+                if unconfirmed is None:
+                    called_back = await self._pause(delay, heard)
+                else:
+                    # A callback whose confirming query got no news: ask again after a pause.
+                    await self._sleep(delay)
+                    called_back, unconfirmed = unconfirmed, None
                 if self._is_closed():
                     raise SessionClosedError(f"the session closed while waiting for task {task_id}")
                 polls += 1
@@ -164,11 +170,14 @@ class TaskWaiter:
                         failures = 0
                         retry_after = None
                 if called_back is not None and self.webhook is not None:
-                    if task is None or not task.state.is_terminal:
+                    if task is None and failures:
+                        unconfirmed = called_back
+                    elif task is None or not task.state.is_terminal:
                         # The service does not confirm it: a replayed or forged callback.
                         log.warning("callback for task %s not confirmed by the service", task_id)
                         self.webhook.discard(task_id)
-                    heard = self.webhook.subscribe(task_id)
+                    if unconfirmed is None:
+                        heard = self.webhook.subscribe(task_id)
                 if task is not None:
                     self._note_unknown_state(task)
                     changed = last is None or task.state is not last.state
