@@ -145,7 +145,20 @@ class Journal:
 
     async def open(self) -> None:
         """Open (creating if needed) and lock the journal."""
-        await self._run(self._open_sync)
+        try:
+            await self._run(self._open_sync)
+        except asyncio.CancelledError:
+            # The open goes on in the journal's thread: close behind it (and wait for that),
+            # or the lock would outlive the cancelled batch.
+            closing = asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            self._executor.shutdown(wait=False)
+            await asyncio.shield(closing)
+            raise
+
+    def _close_sync(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
 
     async def close(self) -> None:
         """Release the lock and close the file."""
