@@ -1,0 +1,222 @@
+"""Headers that lie or files that are cut: each is refused with a named rule, never believed.
+
+Every damaged file here is built in Python from the real files under ``tests/media`` by cutting or
+patching bytes, so the tests need no encoder.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kling_async import (
+    MediaValidationError,
+    inspect_image,
+    inspect_video,
+    validate_image,
+    validate_video,
+)
+from kling_async.media import MAX_DIMENSION
+
+from .conftest import MEDIA
+
+CLUSTER_ID = b"\x1f\x43\xb6\x75"
+TWO_MB = 2 * 1024 * 1024
+
+
+def rule_of(path: Path, inspect: Callable[[Path], Any] = inspect_video) -> str:
+    with pytest.raises(MediaValidationError) as caught:
+        inspect(path)
+    assert caught.value.path == str(path)
+    return caught.value.rule
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def top_boxes(raw: bytes) -> dict[bytes, tuple[int, int]]:
+    """The first ``(start, end)`` of each top-level box type of an MP4."""
+    boxes: dict[bytes, tuple[int, int]] = {}
+    offset = 0
+    while offset + 8 <= len(raw):
+        size, kind = struct.unpack(">I4s", raw[offset : offset + 8])
+        boxes.setdefault(kind, (offset, offset + size))
+        offset += size
+    return boxes
+
+
+def without_duration(raw: bytes) -> bytearray:
+    """A Matroska file whose Info/Duration is overwritten by a Void element of the same length."""
+    out = bytearray(raw)
+    at = out.find(b"\x44\x89")
+    length = out[at + 2] & 0x7F
+    out[at : at + 3 + length] = b"\xec" + bytes([0x80 | (length + 1)]) + bytes(length + 1)
+    return out
+
+
+def with_unknown_size_clusters(raw: bytes | bytearray) -> bytearray:
+    """Every Cluster's size field set to all ones (EBML "unknown"), as a live writer leaves it."""
+    out = bytearray(raw)
+    at = out.find(CLUSTER_ID)
+    while at >= 0:
+        length = 9 - out[at + 4].bit_length()
+        out[at + 4 : at + 4 + length] = bytes([0xFF >> (length - 1)]) + b"\xff" * (length - 1)
+        at = out.find(CLUSTER_ID, at + 4)
+    return out
+
+
+# --- truncation -----------------------------------------------------------------------------
+
+
+def motion_photo(attributes: bytes, video: bytes) -> bytes:
+    """portrait.jpg with a Motion Photo XMP packet, followed by ``video``."""
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><rdf:Description " + attributes
+    xmp += b"/></x:xmpmeta>"
+    app1 = b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    return raw[:2] + app1 + raw[2:] + video
+
+
+VIDEO = bytes(100_000)  # longer than the window searched for the EOI; holds no FFD9
+
+
+# --- durations ------------------------------------------------------------------------------
+
+
+# --- dimensions -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 600), (400, 0), (MAX_DIMENSION + 1, 600)])
+def test_png_with_an_absurd_size_is_refused(tmp_path: Path, width: int, height: int) -> None:
+    raw = (MEDIA / "portrait.png").read_bytes()
+    patched = raw[:16] + struct.pack(">II", width, height) + raw[24:]
+    path = write(tmp_path, "x.png", patched)
+    assert rule_of(path, inspect_image) == "bad-dimensions"
+    assert rule_of(path, validate_image) == "bad-dimensions"
+
+
+def test_jpeg_with_zero_height_is_refused(tmp_path: Path) -> None:
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    sof = raw.index(b"\xff\xc0")
+    patched = raw[: sof + 5] + b"\x00\x00" + raw[sof + 7 :]
+    assert rule_of(write(tmp_path, "x.jpg", patched), inspect_image) == "bad-dimensions"
+
+
+def _tkhd_size_offset(raw: bytes) -> int:
+    tkhd = raw.index(b"tkhd")
+    assert raw[tkhd + 4] == 0  # version 0: width and height are the last 8 bytes of 84
+    return tkhd + 4 + 76
+
+
+def test_matroska_with_zero_width_is_refused(tmp_path: Path) -> None:
+    raw = (MEDIA / "matroska.mkv").read_bytes()
+    at = raw.index(b"\xb0\x81\x40")  # PixelWidth = 64
+    patched = raw[: at + 2] + b"\x00" + raw[at + 3 :]
+    assert rule_of(write(tmp_path, "x.mkv", patched)) == "bad-dimensions"
+
+
+# --- element budgets: millions of tiny structures are refused by count, not read one by one ---
+
+
+def _mp4_tiny_top_level() -> bytes:
+    ftyp = (MEDIA / "faststart.mp4").read_bytes()[:32]
+    return ftyp + b"\x00\x00\x00\x08free" * (TWO_MB // 8)
+
+
+def _mp4_tiny_in_index() -> bytes:
+    raw = (MEDIA / "faststart.mp4").read_bytes()
+    tiny = b"\x00\x00\x00\x08free" * (TWO_MB // 8)
+    moov = struct.pack(">I", 8 + len(tiny)) + b"moov" + tiny
+    return raw[:32] + moov + raw[top_boxes(raw)[b"free"][0] :]
+
+
+def _matroska_tiny(cluster: bytes) -> bytes:
+    raw = (MEDIA / "piped.mkv").read_bytes()
+    segment = raw.index(b"\x18\x53\x80\x67")
+    void = b"\xec\x80"  # a Void element with no payload: two bytes
+    return raw[: segment + 12] + cluster + void * (TWO_MB // 2)
+
+
+def _png_tiny() -> bytes:
+    raw = (MEDIA / "portrait.png").read_bytes()
+    return raw[:33] + b"\x00\x00\x00\x00tEXt\x00\x00\x00\x00" * (TWO_MB // 12) + raw[-12:]
+
+
+def _jpeg_tiny(segment: bytes) -> bytes:
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    return raw[:2] + segment * (TWO_MB // len(segment)) + raw[2:]
+
+
+# --- unreadable paths ---------------------------------------------------------------------
+
+PUBLIC = [inspect_image, inspect_video, validate_image, validate_video]
+
+
+def _missing(tmp_path: Path) -> Path:
+    return tmp_path / "absent.mp4"
+
+
+def _directory(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def _broken_symlink(tmp_path: Path) -> Path:
+    link = tmp_path / "link.mp4"
+    link.symlink_to(tmp_path / "gone.mp4")
+    return link
+
+
+def _fifo(tmp_path: Path) -> Path:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opening it for reading must not wait for a writer
+    return fifo
+
+
+@pytest.mark.parametrize("make", [_missing, _directory, _broken_symlink, _fifo])
+@pytest.mark.parametrize("check", PUBLIC)
+def test_unreadable_path_is_a_media_validation_error(
+    tmp_path: Path, make: Callable[[Path], Path], check: Callable[[Path], Any]
+) -> None:
+    path = make(tmp_path)
+    assert rule_of(path, check) == "unreadable"
+    with pytest.raises(MediaValidationError, match=str(path)):
+        check(path)
+
+
+@pytest.mark.parametrize("check", PUBLIC)
+def test_path_with_a_nul_byte_is_unreadable(check: Callable[[str], Any]) -> None:
+    with pytest.raises(MediaValidationError) as caught:
+        check("clip\x00.mp4")
+    assert caught.value.rule == "unreadable"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+@pytest.mark.parametrize("check", PUBLIC)
+def test_file_without_read_permission_is_unreadable(
+    tmp_path: Path, check: Callable[[Path], Any]
+) -> None:
+    path = write(tmp_path, "locked.mp4", (MEDIA / "d3.0.mp4").read_bytes())
+    path.chmod(0)
+    assert rule_of(path, check) == "unreadable"
+
+
+@pytest.mark.parametrize("check", PUBLIC)
+def test_permission_denied_is_unreadable(
+    monkeypatch: pytest.MonkeyPatch, check: Callable[[Path], Any]
+) -> None:
+    # Runs as root too, where chmod cannot deny a read: the open itself is made to refuse.
+    def refuse(*_args: object, **_kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(MediaValidationError, match="Permission denied") as caught:
+        check(MEDIA / "d3.0.mp4")
+    assert caught.value.rule == "unreadable"
