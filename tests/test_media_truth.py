@@ -76,6 +76,28 @@ def with_unknown_size_clusters(raw: bytes | bytearray) -> bytearray:
 # --- truncation -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["portrait.png", "small.png", "portrait.jpg", "progressive.jpg"])
+@pytest.mark.parametrize("keep", [0.5, 0.9])
+def test_cut_image_is_truncated(tmp_path: Path, name: str, keep: float) -> None:
+    raw = (MEDIA / name).read_bytes()
+    cut = write(tmp_path, name, raw[: int(len(raw) * keep)])
+    assert rule_of(cut, inspect_image) == "truncated"
+    assert rule_of(cut, validate_image) == "truncated"
+
+
+@pytest.mark.parametrize("name", ["portrait.png", "portrait.jpg"])
+def test_image_missing_only_its_last_byte_is_truncated(tmp_path: Path, name: str) -> None:
+    raw = (MEDIA / name).read_bytes()
+    assert rule_of(write(tmp_path, name, raw[:-1]), inspect_image) == "truncated"
+
+
+@pytest.mark.parametrize("name", ["portrait.png", "portrait.jpg"])
+def test_image_with_a_trailer_after_its_end_is_accepted(tmp_path: Path, name: str) -> None:
+    raw = (MEDIA / name).read_bytes()
+    info = validate_image(write(tmp_path, name, raw + b"\x00" * 1000))
+    assert (info.width, info.height) == (400, 600)
+
+
 def motion_photo(attributes: bytes, video: bytes) -> bytes:
     """portrait.jpg with a Motion Photo XMP packet, followed by ``video``."""
     raw = (MEDIA / "portrait.jpg").read_bytes()
@@ -86,6 +108,43 @@ def motion_photo(attributes: bytes, video: bytes) -> bytes:
 
 
 VIDEO = bytes(100_000)  # longer than the window searched for the EOI; holds no FFD9
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        b'GCamera:MicroVideo="1" GCamera:MicroVideoOffset="100000"',
+        b'Item:Mime="image/jpeg" Item:Padding="0"/><Container:Item Item:Length="100000"',
+    ],
+)
+def test_motion_photo_with_its_video_after_the_jpeg_is_accepted(
+    tmp_path: Path, attributes: bytes
+) -> None:
+    path = write(tmp_path, "PXL.MP.jpg", motion_photo(attributes, VIDEO))
+    info = validate_image(path)
+    assert (info.width, info.height) == (400, 600)
+    cut = write(tmp_path, "cut.jpg", path.read_bytes()[:20_000])
+    assert rule_of(cut, inspect_image) == "truncated"
+
+
+def test_jpeg_with_a_long_undeclared_trailer_is_taken_for_a_cut_file(tmp_path: Path) -> None:
+    # Only the tail is read: an EOI more than 64 KiB before the end, undeclared, is not seen.
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    assert rule_of(write(tmp_path, "x.jpg", raw + VIDEO), inspect_image) == "truncated"
+
+
+def test_jpeg_with_headers_but_no_scan_data_is_truncated(tmp_path: Path) -> None:
+    raw = (MEDIA / "portrait.jpg").read_bytes()
+    sos = raw.index(b"\xff\xda")
+    (length,) = struct.unpack(">H", raw[sos + 2 : sos + 4])
+    headers_only = raw[: sos + 2 + length] + b"\xff\xd9"
+    assert rule_of(write(tmp_path, "x.jpg", headers_only), inspect_image) == "truncated"
+
+
+def test_png_without_image_data_is_refused(tmp_path: Path) -> None:
+    raw = (MEDIA / "portrait.png").read_bytes()
+    header = raw[:33]  # signature and IHDR
+    assert rule_of(write(tmp_path, "x.png", header + raw[-12:]), inspect_image) == "structure"
 
 
 # --- durations ------------------------------------------------------------------------------
@@ -153,6 +212,23 @@ def _png_tiny() -> bytes:
 def _jpeg_tiny(segment: bytes) -> bytes:
     raw = (MEDIA / "portrait.jpg").read_bytes()
     return raw[:2] + segment * (TWO_MB // len(segment)) + raw[2:]
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("chunks.png", _png_tiny),
+        ("comments.jpg", lambda: _jpeg_tiny(b"\xff\xfe\x00\x02")),
+        ("fill.jpg", lambda: _jpeg_tiny(b"\xff")),
+    ],
+)
+def test_a_file_of_tiny_elements_exhausts_the_element_budget(
+    tmp_path: Path, name: str, build: Callable[[], bytes]
+) -> None:
+    data = build()
+    assert len(data) >= TWO_MB
+    inspect = inspect_image if name.endswith((".png", ".jpg")) else inspect_video
+    assert rule_of(write(tmp_path, name, data), inspect) == "element-budget"
 
 
 # --- unreadable paths ---------------------------------------------------------------------
