@@ -147,6 +147,46 @@ def test_png_without_image_data_is_refused(tmp_path: Path) -> None:
     assert rule_of(write(tmp_path, "x.png", header + raw[-12:]), inspect_image) == "structure"
 
 
+def test_mp4_cut_after_its_index_has_no_media_data(tmp_path: Path) -> None:
+    raw = (MEDIA / "faststart.mp4").read_bytes()
+    _, moov_end = top_boxes(raw)[b"moov"]
+    assert rule_of(write(tmp_path, "x.mp4", raw[:moov_end])) == "truncated"
+
+
+def test_mp4_cut_before_its_index_is_truncated(tmp_path: Path) -> None:
+    raw = (MEDIA / "d10.0.mp4").read_bytes()
+    _, mdat_end = top_boxes(raw)[b"mdat"]  # the index (moov) comes after the media data
+    assert rule_of(write(tmp_path, "x.mp4", raw[:mdat_end])) == "truncated"
+
+
+def test_mp4_whose_samples_point_past_the_end_is_truncated(tmp_path: Path) -> None:
+    # A cut file whose mdat size was rewritten to fit: every box is whole, the samples are not.
+    raw = bytearray((MEDIA / "faststart.mp4").read_bytes())
+    start, end = top_boxes(bytes(raw))[b"mdat"]
+    cut = raw[: start + (end - start) // 2]
+    cut[start : start + 4] = struct.pack(">I", len(cut) - start)
+    assert rule_of(write(tmp_path, "x.mp4", bytes(cut))) == "truncated"
+
+
+def test_fragmented_mp4_cut_after_a_fragment_header_is_truncated(tmp_path: Path) -> None:
+    raw = (MEDIA / "fragmented.mp4").read_bytes()
+    _, moof_end = top_boxes(raw)[b"moof"]  # the first fragment's header, without its mdat
+    assert rule_of(write(tmp_path, "x.mp4", raw[:moof_end])) == "truncated"
+
+
+def test_fragmented_mp4_cut_between_fragments_reports_what_is_there(tmp_path: Path) -> None:
+    raw = (MEDIA / "fragmented.mp4").read_bytes()
+    offset, kept = 0, 0
+    while offset < len(raw):  # keep ftyp, moov and the first two fragments
+        (size,) = struct.unpack(">I", raw[offset : offset + 4])
+        kept += raw[offset + 4 : offset + 8] == b"mdat"
+        offset += size
+        if kept == 2:
+            break
+    info = inspect_video(write(tmp_path, "x.mp4", raw[:offset]))
+    assert 0 < info.duration_s < 6.0  # the whole file is 6 s; never more than what is present
+
+
 # --- durations ------------------------------------------------------------------------------
 
 
@@ -173,6 +213,22 @@ def _tkhd_size_offset(raw: bytes) -> int:
     tkhd = raw.index(b"tkhd")
     assert raw[tkhd + 4] == 0  # version 0: width and height are the last 8 bytes of 84
     return tkhd + 4 + 76
+
+
+def test_mp4_with_zero_track_size_falls_back_to_its_sample_entry(tmp_path: Path) -> None:
+    raw = (MEDIA / "d3.0.mp4").read_bytes()
+    at = _tkhd_size_offset(raw)
+    info = inspect_video(write(tmp_path, "x.mp4", raw[:at] + bytes(8) + raw[at + 8 :]))
+    assert (info.width, info.height) == (64, 48)
+
+
+def test_mp4_with_no_size_anywhere_is_refused(tmp_path: Path) -> None:
+    raw = bytearray((MEDIA / "d3.0.mp4").read_bytes())
+    at = _tkhd_size_offset(bytes(raw))
+    raw[at : at + 8] = bytes(8)
+    entry = raw.index(b"avc1", raw.index(b"stsd"))  # width and height sit 28 bytes on
+    raw[entry + 28 : entry + 32] = bytes(4)
+    assert rule_of(write(tmp_path, "x.mp4", bytes(raw))) == "bad-dimensions"
 
 
 def test_matroska_with_zero_width_is_refused(tmp_path: Path) -> None:
@@ -217,6 +273,8 @@ def _jpeg_tiny(segment: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("name", "build"),
     [
+        ("top.mp4", _mp4_tiny_top_level),
+        ("index.mp4", _mp4_tiny_in_index),
         ("chunks.png", _png_tiny),
         ("comments.jpg", lambda: _jpeg_tiny(b"\xff\xfe\x00\x02")),
         ("fill.jpg", lambda: _jpeg_tiny(b"\xff")),
