@@ -6,6 +6,7 @@ patching bytes, so the tests need no encoder.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Callable
@@ -190,6 +191,55 @@ def test_fragmented_mp4_cut_between_fragments_reports_what_is_there(tmp_path: Pa
 # --- durations ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -5.0])
+def test_matroska_duration_that_is_not_a_length_is_refused(tmp_path: Path, value: float) -> None:
+    raw = (MEDIA / "matroska.mkv").read_bytes()
+    at = raw.index(b"\x44\x89\x88")  # Duration, 8-byte float
+    patched = raw[: at + 3] + struct.pack(">d", value) + raw[at + 11 :]
+    path = write(tmp_path, "x.mkv", patched)
+    assert rule_of(path) == "bad-duration"
+    assert rule_of(path, validate_video) == "bad-duration"
+
+
+@pytest.mark.parametrize("text", [b"nan", b"00:00:nan", b"00:00:inf", b"-00:00:05", b"5 s"])
+def test_matroska_duration_tag_that_is_not_a_length_is_refused(tmp_path: Path, text: bytes) -> None:
+    raw = (MEDIA / "matroska.mkv").read_bytes()
+    at = raw.index(b"00:00:05.000000000")
+    patched = raw[:at] + text.ljust(18, b"\x00") + raw[at + 18 :]
+    assert rule_of(write(tmp_path, "x.mkv", patched), validate_video) == "bad-duration"
+
+
+def test_matroska_duration_tag_is_read(tmp_path: Path) -> None:
+    raw = (MEDIA / "matroska.mkv").read_bytes()
+    patched = raw.replace(b"00:00:05.000000000", b"00:00:05.500000000")
+    assert inspect_video(write(tmp_path, "x.mkv", patched)).duration_s == pytest.approx(5.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "seconds"), [("piped.mkv", 6.0), ("aac10.mkv", 10.128), ("webm.webm", 4.0)]
+)
+@pytest.mark.parametrize("unknown_sizes", [False, True])
+def test_matroska_without_duration_is_measured_from_its_last_cluster(
+    tmp_path: Path, name: str, seconds: float, unknown_sizes: bool
+) -> None:
+    raw = without_duration((MEDIA / name).read_bytes())
+    if unknown_sizes:
+        raw = with_unknown_size_clusters(raw)
+    info = inspect_video(write(tmp_path, name, bytes(raw)))
+    assert info.container_duration_s == pytest.approx(seconds, abs=0.05)  # ffprobe's number
+
+
+def test_matroska_cut_inside_an_unknown_size_cluster_is_truncated(tmp_path: Path) -> None:
+    raw = with_unknown_size_clusters(without_duration((MEDIA / "piped.mkv").read_bytes()))
+    assert rule_of(write(tmp_path, "x.mkv", bytes(raw[:-100]))) == "truncated"
+
+
+def test_matroska_without_clusters_or_duration_has_no_duration(tmp_path: Path) -> None:
+    raw = without_duration((MEDIA / "piped.mkv").read_bytes())
+    first_cluster = raw.index(CLUSTER_ID)
+    assert rule_of(write(tmp_path, "x.mkv", bytes(raw[:first_cluster]))) == "duration"
+
+
 # --- dimensions -----------------------------------------------------------------------------
 
 
@@ -275,6 +325,8 @@ def _jpeg_tiny(segment: bytes) -> bytes:
     [
         ("top.mp4", _mp4_tiny_top_level),
         ("index.mp4", _mp4_tiny_in_index),
+        ("segment.mkv", lambda: _matroska_tiny(b"")),
+        ("cluster.mkv", lambda: _matroska_tiny(CLUSTER_ID + b"\x01" + b"\xff" * 7)),
         ("chunks.png", _png_tiny),
         ("comments.jpg", lambda: _jpeg_tiny(b"\xff\xfe\x00\x02")),
         ("fill.jpg", lambda: _jpeg_tiny(b"\xff")),
