@@ -17,7 +17,9 @@ server-side reading; the service's docs do not say which they mean.
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +49,8 @@ MAX_VIDEO_BYTES = 100 * 1024 * 1024
 MIN_IMAGE_SIDE = 300  # each side must be strictly greater
 MIN_ASPECT, MAX_ASPECT = 0.4, 2.5  # width / height, i.e. 2:5 to 5:2
 MIN_VIDEO_SECONDS = 3.0
+#: Sides beyond this are a damaged header, not a picture (larger than any 16K frame).
+MAX_DIMENSION = 16384
 #: Encoders pad audio (AAC priming makes a "10.0 s" clip 10.023 s); judge durations this loosely.
 DURATION_TOLERANCE = 0.05
 
@@ -121,23 +125,50 @@ def sniff_format(head: bytes) -> str | None:
 
 
 def _open(path: Path) -> tuple[BoundedReader, str | None]:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below as not a file.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        fh = path.open("rb")
+        fd = os.open(path, flags)
     except FileNotFoundError as exc:
-        raise MediaValidationError(path, "readable", "no such file") from exc
+        raise MediaValidationError(path, "unreadable", "no such file") from exc
     except IsADirectoryError as exc:
-        raise MediaValidationError(path, "readable", "is a directory, not a file") from exc
-    except OSError as exc:
-        raise MediaValidationError(path, "readable", exc.strerror or str(exc)) from exc
-    reader = BoundedReader(fh)
+        raise MediaValidationError(path, "unreadable", "is a directory, not a file") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise MediaValidationError(path, "unreadable", detail) from exc
+    _require_file(path, fd)
+    reader = BoundedReader(os.fdopen(fd, "rb"))
     if reader.size == 0:
-        fh.close()
+        reader.close()
         raise MediaValidationError(path, "format", "the file is empty")
-    return reader, sniff_format(reader.read_at(0, 32))
+    try:
+        head = reader.read_at(0, 32)
+    except ParseError as exc:
+        reader.close()
+        raise MediaValidationError(path, exc.rule, exc.detail) from exc
+    return reader, sniff_format(head)
 
 
-def _close(reader: BoundedReader) -> None:
-    reader._fh.close()
+def _require_file(path: Path, fd: int) -> None:
+    """Refuse (and close) ``fd`` unless it is a regular file: not a directory, FIFO or device."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise MediaValidationError(path, "unreadable", exc.strerror or str(exc)) from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "is a device, FIFO or socket"
+        raise MediaValidationError(path, "unreadable", f"{kind}, not a file")
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if not (0 < width <= MAX_DIMENSION and 0 < height <= MAX_DIMENSION):
+        raise MediaValidationError(
+            path,
+            "bad-dimensions",
+            f"the headers say {width}x{height}; each side must be 1 to {MAX_DIMENSION} px",
+        )
 
 
 def _failure(path: Path, exc: BaseException) -> MediaValidationError:
@@ -159,13 +190,14 @@ def inspect_image(path: str | os.PathLike[str]) -> ImageInfo:
         else:
             found = f"the content is {kind.upper()}" if kind else "the content is not an image"
             raise MediaValidationError(path, "format", f"{found}; only JPEG and PNG are accepted")
+        _check_size(path, size.width, size.height)
         return ImageInfo(format=fmt, width=size.width, height=size.height, size_bytes=reader.size)
     except MediaValidationError:
         raise
     except Exception as exc:  # any parse failure is the file's fault, never a crash
         raise _failure(path, exc) from exc
     finally:
-        _close(reader)
+        reader.close()
 
 
 def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -189,6 +221,13 @@ def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
             raise MediaValidationError(
                 path, "format", f"{found}; only MP4, MOV and MKV videos are accepted"
             )
+        for seconds in (video_s, container_s):
+            # NaN passes every comparison with a limit; it and inf must never reach the rules.
+            if seconds is not None and not (math.isfinite(seconds) and seconds >= 0):
+                raise MediaValidationError(
+                    path, "bad-duration", f"the headers give a duration of {seconds} s"
+                )
+        _check_size(path, width, height)
         duration = video_s if video_s else container_s
         if not duration:
             raise MediaValidationError(
@@ -211,7 +250,7 @@ def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
     except Exception as exc:  # any parse failure is the file's fault, never a crash
         raise _failure(path, exc) from exc
     finally:
-        _close(reader)
+        reader.close()
 
 
 def validate_image(path: str | os.PathLike[str]) -> ImageInfo:

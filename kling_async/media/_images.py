@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import attrs
@@ -14,7 +15,14 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 _SOF_MARKERS = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 )
-_MAX_SEGMENTS = 10_000
+# How far before the end of a JPEG (or of its declared trailer) its EOI marker may lie.
+_EOI_WINDOW = 64 * 1024
+_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
+# A Motion Photo appends a video after the JPEG and says how long it is in XMP: the old
+# ``MicroVideoOffset`` or the newer ``Container:Directory`` items (developer.android.com,
+# "Motion Photo format 1.0").
+_MICRO_VIDEO_OFFSET = re.compile(rb'MicroVideoOffset\s*=\s*"(\d{1,12})"')
+_ITEM_LENGTH = re.compile(rb'Item:(?:Length|Padding)\s*=\s*"(\d{1,12})"')
 
 
 @attrs.frozen
@@ -26,11 +34,30 @@ class ImageSize:
 
 
 def read_png(reader: BoundedReader) -> ImageSize:
-    """Width and height from a PNG's IHDR chunk."""
+    """Width and height from a PNG's IHDR chunk, once the chunk chain is seen to reach IEND."""
     head = reader.read_exact(0, 24)
     if head[12:16] != b"IHDR":
         raise ParseError("structure", "PNG has no IHDR chunk first")
     width, height = struct.unpack(">II", head[16:24])
+    # Walk the chunk headers (never the pixel data): a cut file has a chunk that runs past its end
+    # or no IEND, though its IHDR reads fine.
+    offset = 8
+    seen_data = False
+    while True:
+        reader.count_element()
+        if offset + 12 > reader.size:
+            raise ParseError("truncated", "PNG ends before its IEND chunk")
+        length, kind = struct.unpack(">I4s", reader.read_exact(offset, 8))
+        if offset + 12 + length > reader.size:
+            raise ParseError(
+                "truncated", f"PNG chunk {kind.decode('latin-1')!r} runs past the end of the file"
+            )
+        if kind == b"IEND":
+            break
+        seen_data = seen_data or kind == b"IDAT"
+        offset += 12 + length
+    if not seen_data:
+        raise ParseError("structure", "PNG has no image data (IDAT)")
     return ImageSize(width, height)
 
 
@@ -58,10 +85,17 @@ def _exif_orientation(segment: bytes) -> int:
 
 
 def read_jpeg(reader: BoundedReader) -> ImageSize:
-    """Width and height from a JPEG's start-of-frame segment, rotated as its EXIF says."""
+    """Width and height from a JPEG's start-of-frame segment, rotated as its EXIF says.
+
+    The segments are walked up to the first scan; the scan data is not decoded, but it must be
+    present and the file must end with an EOI marker, which a cut file lacks.
+    """
     offset = 2
     orientation = 1
-    for _ in range(_MAX_SEGMENTS):
+    trailer = 0
+    size: ImageSize | None = None
+    while True:
+        reader.count_element()
         marker = reader.read_exact(offset, 2)
         if marker[0] != 0xFF:
             raise ParseError("structure", f"JPEG marker expected at byte {offset}")
@@ -72,17 +106,54 @@ def read_jpeg(reader: BoundedReader) -> ImageSize:
         if kind in (0x01,) or 0xD0 <= kind <= 0xD7:
             offset += 2
             continue
-        if kind in (0xD9, 0xDA):
-            break
+        if kind == 0xD9:
+            raise ParseError("structure", "JPEG has no image data (its end comes before a scan)")
         (length,) = struct.unpack(">H", reader.read_exact(offset + 2, 2))
         if length < 2:
             raise ParseError("structure", "JPEG segment with a bad length")
-        if kind == 0xE1 and orientation == 1:
-            orientation = _exif_orientation(reader.read_exact(offset + 4, min(length - 2, 65533)))
-        if kind in _SOF_MARKERS:
+        if kind == 0xDA:
+            break
+        if kind == 0xE1:
+            app1 = reader.read_exact(offset + 4, length - 2)
+            if app1.startswith(_XMP):
+                trailer = trailer or _xmp_trailer(app1)
+            elif orientation == 1:
+                orientation = _exif_orientation(app1)
+        if kind in _SOF_MARKERS and size is None:
             height, width = struct.unpack(">HH", reader.read_exact(offset + 5, 4))
-            if orientation in (5, 6, 7, 8):
-                width, height = height, width
-            return ImageSize(width, height)
+            size = ImageSize(width, height)
         offset += 2 + length
-    raise ParseError("structure", "JPEG has no frame header before its image data")
+    if size is None:
+        raise ParseError("structure", "JPEG has no frame header before its image data")
+    _check_jpeg_end(reader, offset + 2 + length, trailer)
+    if orientation in (5, 6, 7, 8):
+        return ImageSize(size.height, size.width)
+    return size
+
+
+def _xmp_trailer(xmp: bytes) -> int:
+    """The bytes a Motion Photo's XMP says follow the JPEG (its video), or 0."""
+    found = _MICRO_VIDEO_OFFSET.search(xmp)
+    if found is not None:
+        return int(found.group(1))
+    return sum(int(item.group(1)) for item in _ITEM_LENGTH.finditer(xmp))
+
+
+def _check_jpeg_end(reader: BoundedReader, scan: int, trailer: int) -> None:
+    """Require scan data after the first SOS header and an EOI marker in the file's tail.
+
+    Scan data stuffs every 0xFF byte, so FFD9 there can only be the EOI. The tail is the end of
+    the file, or the end of the JPEG before a declared trailer; a trailer that was stripped while
+    its XMP stayed leaves the EOI at the end of the file, so both places are tried.
+    """
+    if scan >= reader.size:
+        raise ParseError("truncated", "JPEG ends inside its first scan header")
+    ends = [reader.size - trailer, reader.size] if 0 < trailer < reader.size else [reader.size]
+    for end in ends:
+        start = max(scan, end - _EOI_WINDOW)
+        eoi = reader.read_at(start, max(0, end - start)).rfind(b"\xff\xd9")
+        if eoi >= 0:
+            if start + eoi == scan:
+                raise ParseError("truncated", "JPEG has no scan data")
+            return
+    raise ParseError("truncated", "JPEG has no end-of-image marker: the file is cut short")
