@@ -107,8 +107,9 @@ class Journal:
             # Shielded: a write that was queued still happens when its caller is cancelled, so
             # a recorded task id is never lost half-way; the thread runs writes in order.
             return await asyncio.shield(done)
-        except sqlite3.Error as exc:
-            # A full disk, a file removed underneath, a corrupt page: one error class for all.
+        except (sqlite3.Error, OSError) as exc:
+            # A full disk, a file removed underneath, a corrupt page, a folder that is a file:
+            # one error class for all.
             raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
 
     def _open_sync(self) -> None:

@@ -323,6 +323,32 @@ async def test_sigkill_while_creates_are_in_flight(make_sim: SimFactory, tmp_pat
     assert sim.tasks_created[sim.api_key] == n and sim.count("createTask") == n
 
 
+async def test_ctrl_c_while_creates_are_in_flight_lets_them_land(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # As the SIGKILL case, but a real Ctrl-C (SIGINT): the batch lets the requests on the wire
+    # land and records their task ids, so the rerun resumes every job and pays for none again.
+    sim = await make_sim(
+        time_scale=0.02,
+        faults=FaultConfig(slow=1.0, slow_seconds=250.0, endpoints=frozenset({"createTask"})),
+    )
+    journal, out, n = tmp_path / "batch.sqlite", tmp_path / "out", 6
+    proc = await run_child(sim, journal, out, n, 0.02)
+    await read_until(proc, lambda lines: sum(1 for line in lines if line[0] == "uploaded") >= 2)
+    await eventually(lambda: sim.count("createTask") == n)
+    proc.send_signal(signal.SIGINT)
+    await proc.wait()
+    assert proc.stdout is not None
+    await proc.stdout.read()
+    assert sim.tasks_created[sim.api_key] == n
+    async with Journal(journal) as book:
+        assert await book.counts() == {"created": n}
+    sim.reconfigure(faults=FaultConfig())
+    outcomes = await finish_rerun(sim, journal, out, n)
+    assert len(outcomes) == n and all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert sim.tasks_created[sim.api_key] == n and sim.count("createTask") == n
+
+
 async def test_a_journal_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     import sqlite3
 

@@ -483,3 +483,23 @@ async def test_an_unknown_state_is_not_terminal_and_is_logged_once(
             task = await kling.wait_for_task("t-1")
     assert task.state.value == "success"
     assert sum("does not know" in r.getMessage() for r in caplog.records) == 1
+
+
+# -- every error is the library's own ------------------------------------------------------------
+async def test_file_system_and_option_errors_are_library_errors(tmp_path: Path) -> None:
+    from kling_async import JournalError, KlingError, MediaValidationError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(JournalError):
+        async with Journal(blocker / "journal.sqlite"):
+            pass
+    with pytest.raises(ConfigurationError, match="mode"):
+        Job(IMAGE, VIDEO, mode="1080")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="prompt"):
+        Job(IMAGE, VIDEO, prompt="x" * 3000)
+    async with KlingSession("key") as kling:
+        with pytest.raises(MediaValidationError, match="unreadable"):
+            await kling.upload_file(tmp_path / "missing.bin")
+        with pytest.raises(KlingError):
+            await kling.upload_image(tmp_path)
