@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .batch import BatchRun
 from .errors import (
     APIError,
     AuthenticationError,
@@ -50,6 +51,7 @@ from .models import (
     UploadedFile,
 )
 from .session import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL, KlingSession
+from .submission import Submission
 
 __version__ = "0.1.0.dev0"
 
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_UPLOAD_BASE_URL",
     "APIError",
     "AuthenticationError",
+    "BatchRun",
     "ConfigurationError",
     "DownloadError",
     "EdgeBlockedError",
@@ -87,6 +90,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "SessionClosedError",
+    "Submission",
     "SubmissionUnknownError",
     "Task",
     "TaskFailedError",

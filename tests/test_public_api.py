@@ -10,6 +10,7 @@ import kling_async.simulator
 EXPECTED = {
     "APIError",
     "AuthenticationError",
+    "BatchRun",
     "ConfigurationError",
     "DEFAULT_BASE_URL",
     "DEFAULT_UPLOAD_BASE_URL",
@@ -41,6 +42,7 @@ EXPECTED = {
     "ServerError",
     "ServiceUnavailableError",
     "SessionClosedError",
+    "Submission",
     "SubmissionUnknownError",
     "Task",
     "TaskFailedError",
