@@ -272,6 +272,18 @@ class JobRunner:
         return task_id
 
     async def _record_landing(self, key: str, sub: Submission) -> None:
+        try:
+            await self._record_landed(key, sub)
+        except KlingError as exc:
+            # The journal was closed under us (a second Ctrl-C): say what could not be recorded.
+            log.error(
+                "job %s: could not record how its createTask ended (task %s): %s",
+                key,
+                sub.task_id or "unknown",
+                exc,
+            )
+
+    async def _record_landed(self, key: str, sub: Submission) -> None:
         await sub.settled()
         if sub.task_id is not None:
             await self._record(key, status=CREATED, task_id=sub.task_id, error=None)

@@ -204,7 +204,7 @@ class KlingSession:
         # Work the session owns: waits (each in a task of its own, so close() ends the wait and
         # never the caller) and createTask calls (which may outlive a cancelled caller).
         self._waits: set[asyncio.Task[Any]] = set()
-        self._submissions: set[asyncio.Task[str]] = set()
+        self._submissions: dict[asyncio.Task[str], Submission] = {}
         self._call_safely = self._retrying(self._call, is_transient)
         self._create_with_retries = self._retrying(
             self._create_once, create_surely_not_done, floor=self._create_floor
@@ -286,7 +286,16 @@ class KlingSession:
         self._transport = None
 
     async def _settle_submissions(self) -> None:
-        landing = [t for t in self._submissions if not t.done()]
+        landing: list[asyncio.Task[str]] = []
+        for task, sub in list(self._submissions.items()):
+            sub.abandoned = True
+            if task.done():
+                continue
+            if sub.sent:
+                landing.append(task)
+            else:
+                task.cancel("kling session closed")  # never sent: nothing can exist
+                landing.append(task)
         if not landing:
             return
         _, late = await asyncio.wait(landing, timeout=self.request_timeout)
@@ -358,6 +367,10 @@ class KlingSession:
     # -- tasks ---------------------------------------------------------------------------------
     async def _create_once(self, endpoint: str, body: dict[str, Any], sub: Submission) -> str:
         async def leaving() -> None:
+            if sub.abandoned:
+                # The caller left (or the session closed) while this retry waited: never send
+                # a new request that nobody will record.
+                raise asyncio.CancelledError("the caller of create_task is gone")
             if sub.before_send is not None:
                 await sub.before_send()
             # From here on the request may reach the service: the task may exist.
@@ -425,8 +438,8 @@ class KlingSession:
         sub.before_send = before_send
         owned = asyncio.create_task(self._submit(body, sub), name="kling createTask")
         sub.attach(owned)
-        self._submissions.add(owned)
-        owned.add_done_callback(self._submissions.discard)
+        self._submissions[owned] = sub
+        owned.add_done_callback(lambda done: self._submissions.pop(done, None))
         try:
             return await asyncio.shield(owned)
         except asyncio.CancelledError:
@@ -436,6 +449,7 @@ class KlingSession:
 
     def _let_land(self, owned: asyncio.Task[str], sub: Submission) -> None:
         """The caller left: drop a call not yet sent, give one on the wire a bounded time."""
+        sub.abandoned = True
         if not sub.sent:
             owned.cancel("the caller of create_task was cancelled before it was sent")
             return

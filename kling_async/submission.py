@@ -30,6 +30,8 @@ class Submission:
         self.error: BaseException | None = None
         #: Awaited just before each attempt leaves (set by the session from its caller).
         self.before_send: Callable[[], Awaitable[None]] | None = None
+        #: True once the caller stopped waiting: no new attempt may leave after that.
+        self.abandoned = False
         self._task: asyncio.Task[str] | None = None
 
     @property

@@ -503,3 +503,34 @@ async def test_file_system_and_option_errors_are_library_errors(tmp_path: Path) 
             await kling.upload_file(tmp_path / "missing.bin")
         with pytest.raises(KlingError):
             await kling.upload_image(tmp_path)
+
+
+async def test_a_cancelled_create_sends_no_new_attempt() -> None:
+    from kling_async import MotionControlInput, RateLimit, Submission
+
+    arrived: list[float] = []
+
+    async def dropped_slowly(request: web.Request) -> web.Response:
+        # The request is on the wire a while, then dropped (429): nothing was created.
+        arrived.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.3)
+        return web.json_response({"code": 429, "msg": "Rate limit exceeded"})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/jobs/createTask", dropped_slowly)
+    async with serve(app) as base:
+        kling = KlingSession(
+            "key", base_url=base, create_limit=RateLimit(20, 0.05), max_retries=8, retry_base=0.01
+        )
+        async with kling:
+            sub = Submission()
+            inp = MotionControlInput("https://a.example/i.png", "https://a.example/v.mp4")
+            create = asyncio.create_task(kling.create_task(inp, submission=sub))
+            await eventually(lambda: len(arrived) == 1)
+            create.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await create
+            # The request on the wire lands (429: not created), and no retry leaves after it.
+            await sub.settled()
+            assert sub.task_id is None and not sub.sent
+    assert len(arrived) == 1
