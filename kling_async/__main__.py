@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from .errors import KlingError
 from .journal import CREATING, UNKNOWN, Journal
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("keys", nargs="*")
     release.add_argument("--all-unknown", action="store_true")
     args = parser.parse_args(argv)
+    if not Path(args.journal).is_file():
+        print(f"error: no journal at {args.journal}", file=sys.stderr)
+        return 2
     try:
         if args.command == "unknown":
             for key in asyncio.run(_unknown(args.journal)):

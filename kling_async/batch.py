@@ -91,6 +91,13 @@ class JobRunner:
 
     async def landed(self) -> None:
         """Wait until every createTask left on the wire by a cancelled job is recorded."""
+        if self._landing:
+            log.warning(
+                "stopping: waiting (at most %g s) for %d createTask answers on the wire to be "
+                "recorded; a second interrupt leaves those jobs unknown",
+                self.session.request_timeout,
+                len(self._landing),
+            )
         while self._landing:
             await asyncio.wait(set(self._landing))
 
@@ -261,9 +268,14 @@ class JobRunner:
             landing.add_done_callback(self._landing.discard)
             raise
         except SubmissionUnknownError as exc:
-            exc.job_key = key
-            await self._record(key, status=UNKNOWN, error=str(exc))
-            raise
+            await self._record(key, status=UNKNOWN, error=exc.message)
+            raise SubmissionUnknownError(
+                f"job {key}: {exc.message}. Check the task list in kie.ai's console; if no task "
+                f"was made, release the job (python -m kling_async release JOURNAL {key}) and "
+                "run the batch again",
+                request_body=exc.request_body,
+                job_key=key,
+            ) from exc
         except BaseException as exc:
             # The service surely created nothing: the job may be tried again later.
             await self._record(key, status=PENDING, error=f"{type(exc).__name__}: {exc}")
@@ -286,8 +298,10 @@ class JobRunner:
     async def _record_landed(self, key: str, sub: Submission) -> None:
         await sub.settled()
         if sub.task_id is not None:
+            log.info("job %s: task %s landed after the batch stopped; recorded", key, sub.task_id)
             await self._record(key, status=CREATED, task_id=sub.task_id, error=None)
         elif sub.sent:
+            log.warning("job %s: its createTask was on the wire and never answered: unknown", key)
             await self._record(
                 key, status=UNKNOWN, error="the batch stopped while createTask was on the wire"
             )
@@ -331,6 +345,7 @@ class JobRunner:
         files: list[Path] = []
         for index, url in enumerate(task.result_urls):
             suffix = Path(safe_file_name(url)).suffix or ".mp4"
+            # The key is kept whole ("a.mp4" gives "a.mp4.mp4"): keys "a" and "a.mp4" must differ.
             name = (
                 f"{base}{suffix}" if len(task.result_urls) == 1 else f"{base}-{index + 1}{suffix}"
             )
@@ -446,8 +461,13 @@ async def run_many(
                 key = job.job_key
                 started += 1
                 if key in seen:
+                    what = (
+                        f"job key {key!r}"
+                        if job.key is not None
+                        else f"a job with the same inputs (default key {key!r})"
+                    )
                     error = ConfigurationError(
-                        f"job key {key!r} appears twice in this batch; the repeat is not run "
+                        f"{what} appears twice in this batch; the repeat is not run "
                         "(give each job a key of its own)"
                     )
                     outcomes.put_nowait(JobOutcome(job, error=error))

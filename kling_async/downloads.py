@@ -41,13 +41,17 @@ def safe_file_name(url: str, default: str = "result.mp4") -> str:
     return name or default
 
 
-def choose_destination(url: str, dest: Path, *, overwrite: bool) -> Path:
+def choose_destination(url: str, dest: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Where to write: ``dest`` itself, or a sanitised name inside the folder ``dest``.
 
-    An explicit file that exists is refused unless ``overwrite``; a name derived from the URL gets
-    a ``-1``, ``-2``... suffix instead of clobbering a file already there.
+    ``dest`` is a folder if it exists as one or is written with a trailing slash (``"clips/"``,
+    created if needed). An explicit file that exists is refused unless ``overwrite``; a name
+    derived from the URL gets a ``-1``, ``-2``... suffix instead of clobbering a file.
     """
-    if dest.is_dir() or str(dest).endswith(os.sep):
+    text = os.fspath(dest)
+    as_folder = text.endswith(("/", os.sep))
+    dest = Path(text)
+    if as_folder or dest.is_dir():
         candidate = dest / safe_file_name(url)
         if overwrite:
             return candidate

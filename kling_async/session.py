@@ -459,10 +459,12 @@ class KlingSession:
 
         def landed(task: asyncio.Task[str]) -> None:
             timer.cancel()
+            # A batch records these itself (and says so per job); a direct caller learns it here.
+            level = logging.INFO if sub.before_send is not None else logging.WARNING
             if sub.task_id is not None:
-                log.warning("task %s was created after its caller was cancelled", sub.task_id)
+                log.log(level, "task %s was created after its caller was cancelled", sub.task_id)
             elif sub.sent:
-                log.warning("a createTask cancelled on the wire may have created a task")
+                log.log(level, "a createTask cancelled on the wire may have created a task")
 
         owned.add_done_callback(landed)
 
@@ -711,9 +713,7 @@ class KlingSession:
                 url = url_or_task
             if not is_http_url(url):
                 raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
-            target = await asyncio.to_thread(
-                choose_destination, url, Path(dest), overwrite=overwrite
-            )
+            target = await asyncio.to_thread(choose_destination, url, dest, overwrite=overwrite)
             http = self._open().session
             await self._fetch_file(
                 http,

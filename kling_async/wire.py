@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -149,6 +150,20 @@ def _code_of(value: Any) -> int | None:
     return None
 
 
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _error_text(body: bytes) -> str:
+    """A one-line text for a non-JSON error answer: an HTML page is named by its title."""
+    head = body[:_ERROR_TEXT_CHARS]
+    if head.lstrip()[:1] == b"<":
+        title = _TITLE.search(body[:65536])
+        name = title.group(1).decode("utf-8", "replace") if title else ""
+        name = " ".join(name.split())[:120]
+        return f"an HTML page ({name})" if name else "an HTML page"
+    return " ".join(head.decode("utf-8", "replace").split())
+
+
 def decode_answer(
     status: int,
     headers: Mapping[str, str],
@@ -194,10 +209,9 @@ def decode_answer(
                 http_status=status,
                 endpoint=endpoint,
             )
-        text = body[:_ERROR_TEXT_CHARS].decode("utf-8", "replace").strip()
         raise api_error_for(
             status,
-            text or f"HTTP {status}",
+            _error_text(body) or f"HTTP {status}",
             http_status=status,
             retry_after=retry_after,
             endpoint=endpoint,
@@ -417,7 +431,9 @@ def parse_task_id(data: Any, *, endpoint: str | None = "createTask") -> str:
         task_id = data.get("taskId") or data.get("task_id")
         if is_valid_task_id(task_id):
             return str(task_id)
-    raise _unreadable(endpoint, f"createTask answer has no valid taskId: {_short.repr(data)}")
+    raise _unreadable(
+        endpoint, f"createTask answered success without a taskId: {_short.repr(data)}"
+    )
 
 
 def parse_credits(data: Any, *, endpoint: str | None = "credit") -> float:

@@ -20,7 +20,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="serve the upload host on its own port (default: same port)",
     )
-    parser.add_argument("--api-key", default=SimulatorConfig.api_key)
+    parser.add_argument("--api-key", default=SimulatorConfig().api_key)
     parser.add_argument(
         "--time-scale",
         type=float,
