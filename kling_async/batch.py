@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -32,7 +33,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .downloads import safe_file_name
-from .errors import ConfigurationError, KlingError, SubmissionUnknownError, TaskFailedError
+from .errors import (
+    ConfigurationError,
+    KlingError,
+    SessionClosedError,
+    SubmissionUnknownError,
+    TaskFailedError,
+)
 from .jobs import GenerationResult, Job, JobEvent, JobEventKind, JobOutcome, MediaSource
 from .journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
 from .media import validate_image, validate_video
@@ -130,11 +137,17 @@ class JobRunner:
             )
             if before_create is not None:
                 await before_create()
+            # A token of this submission alone: a callback of an earlier take of the same job
+            # can never be taken for this one.
+            token = secrets.token_urlsafe(18)
             try:
-                task_id = await self._create(key, inp)
+                task_id = await self._create(key, inp, token)
             except SubmissionUnknownError as unknown:
+                if after_create is not None:
+                    after_create()  # the batch may go on while this job listens for its callback
+                    after_create = None
                 # With a webhook receiver, the task's callback can still tell us its id.
-                task_id = await self._resolve_by_callback(key, unknown, wait=True)
+                task_id = await self._resolve_by_callback(key, token, unknown, wait=True)
             finally:
                 if after_create is not None:
                     after_create()
@@ -166,28 +179,29 @@ class JobRunner:
             job_key=key,
         )
         # A callback received meanwhile by this process's receiver may still name the task.
-        task_id = await self._resolve_by_callback(key, unknown, wait=False)
+        if record.callback_token is None:
+            raise unknown
+        task_id = await self._resolve_by_callback(key, record.callback_token, unknown, wait=False)
         await self.emit(JobEventKind.RESUMED, key, task_id=task_id)
         return await self._finish(job, task_id)
 
-    def _callback_url(self, key: str) -> str | None:
-        """The job's callback URL: with a receiver, it carries a token naming the job."""
+    def _callback_url(self, token: str) -> str | None:
+        """The callback URL of one submission: with a receiver, it carries the token."""
         base = self.callback_url or self.session.callback_url
         if base is None or self.session.webhook is None:
             return base
-        return callback_url_with_token(base, job_token(key))
+        return callback_url_with_token(base, token)
 
     async def _resolve_by_callback(
-        self, key: str, unknown: SubmissionUnknownError, *, wait: bool
+        self, key: str, token: str, unknown: SubmissionUnknownError, *, wait: bool
     ) -> str:
         """The task id of a submission whose answer was lost, from its callback; else raise."""
         receiver = self.session.webhook
-        if receiver is None or self._callback_url(key) is None:
+        if receiver is None or self._callback_url(token) is None:
             raise unknown
-        token = job_token(key)
         heard = receiver.subscribe_token(token)
         try:
-            if wait and not heard.done():
+            if wait and not heard.done() and not receiver.closed:
                 limit = self.job_timeout if self.job_timeout is not None else UNKNOWN_CALLBACK_WAIT
                 await asyncio.wait({heard}, timeout=limit)
             if not heard.done() or heard.cancelled():
@@ -247,16 +261,22 @@ class JobRunner:
             await self._record(key, video_url=uploaded.url, video_expires=uploaded.expires_at)
         return uploaded.url
 
-    async def _create(self, key: str, inp: MotionControlInput) -> str:
+    async def _create(self, key: str, inp: MotionControlInput, token: str) -> str:
+        callback_url = self._callback_url(token)
+
         async def sending() -> None:
             # Committed before the request leaves: a crash from here on cannot re-create it.
-            await self._record(key, status=CREATING)
+            await self._record(
+                key,
+                status=CREATING,
+                callback_token=token if callback_url is not None else None,
+            )
 
         sub = Submission()
         try:
             task_id = await self.session.create_task(
                 inp,
-                self._callback_url(key),
+                callback_url,
                 before_send=sending if self.journal else None,
                 submission=sub,
             )
@@ -277,6 +297,14 @@ class JobRunner:
                 job_key=key,
             ) from exc
         except BaseException as exc:
+            if sub.sent:
+                # An error no answer explains, after the request left: the task may exist.
+                await self._record(key, status=UNKNOWN, error=f"{type(exc).__name__}: {exc}")
+                raise SubmissionUnknownError(
+                    f"job {key}: createTask failed after it was sent ({type(exc).__name__}: "
+                    f"{exc}); the task may exist, so it is not sent again",
+                    job_key=key,
+                ) from exc
             # The service surely created nothing: the job may be tried again later.
             await self._record(key, status=PENDING, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -366,11 +394,6 @@ class JobRunner:
         return tuple(files)
 
 
-def job_token(key: str) -> str:
-    """The token a job's callback URL carries: the same for the same key, in every run."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 def file_stem(key: str) -> str:
     """A file name stem for a job key: safe on every file system, and distinct for distinct keys.
 
@@ -436,6 +459,13 @@ async def run_many(
                 job, before_create=acquire_running, after_create=release_pending
             )
             outcome = JobOutcome(job, result=result, task_id=result.task.task_id)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # the batch itself is stopping
+            # Cancelled from elsewhere (the session closed under the batch): an outcome too.
+            error = SessionClosedError(f"job {job.job_key} ended: the session closed")
+            outcome = JobOutcome(job, error=error)
         except Exception as exc:  # one job's failure is its outcome, never the batch's
             outcome = JobOutcome(job, error=exc, task_id=getattr(exc, "task_id", None))
             await runner.emit(

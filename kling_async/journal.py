@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -41,12 +42,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     result_urls TEXT,
     files TEXT,
     error TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    callback_token TEXT
 )
 """
 
 #: Bumped when the table changes; a journal from a newer version is refused, not misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: How an older journal is brought up to date, by the version it has.
+_MIGRATIONS = {1: "ALTER TABLE jobs ADD COLUMN callback_token TEXT"}
 
 _COLUMNS = frozenset(
     {
@@ -60,8 +64,11 @@ _COLUMNS = frozenset(
         "result_urls",
         "files",
         "error",
+        "callback_token",
     }
 )
+
+log = logging.getLogger("kling_async")
 
 # Job statuses, in the order a job normally goes through them.
 PENDING = "pending"
@@ -87,6 +94,8 @@ class JournalRecord:
     result_urls: tuple[str, ...] = ()
     files: tuple[Path, ...] = ()
     error: str | None = None
+    #: The token of the job's last createTask callback URL (to match a late callback).
+    callback_token: str | None = None
 
 
 def _when(value: float | None) -> datetime | None:
@@ -100,9 +109,16 @@ class Journal:
         self.path = Path(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kling-journal")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        done = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except RuntimeError as exc:  # the journal's thread was shut down: it is closed
+            raise JournalError(f"journal {self.path} is closed") from exc
+        # A caller that was cancelled never reads the outcome: read it here, so a failed write
+        # is logged rather than lost as "exception never retrieved".
+        done.add_done_callback(self._retrieved)
         try:
             # Shielded: a write that was queued still happens when its caller is cancelled, so
             # a recorded task id is never lost half-way; the thread runs writes in order.
@@ -111,6 +127,10 @@ class Journal:
             # A full disk, a file removed underneath, a corrupt page, a folder that is a file:
             # one error class for all.
             raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
+
+    def _retrieved(self, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.debug("journal %s: %s", self.path, done.exception())
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +146,10 @@ class Journal:
                     f"journal {self.path} was written by a newer kling_async "
                     f"(schema {version}); upgrade to resume it"
                 )
+            tables = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'")
+            if tables.fetchone()[0] and version < SCHEMA_VERSION:
+                for step in range(max(version, 1), SCHEMA_VERSION):
+                    db.execute(_MIGRATIONS[step])
             db.execute(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -152,6 +176,7 @@ class Journal:
             # The open goes on in the journal's thread: close behind it (and wait for that),
             # or the lock would outlive the cancelled batch.
             closing = asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+            self._closed = True
             self._executor.shutdown(wait=False)
             await asyncio.shield(closing)
             raise
@@ -162,11 +187,15 @@ class Journal:
             db.close()
 
     async def close(self) -> None:
-        """Release the lock and close the file."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await self._run(db.close)
-        self._executor.shutdown(wait=False)
+        """Release the lock and close the file, after every write already asked for."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # In the journal's thread, in order: writes queued before the close still happen.
+            await self._run(self._close_sync)
+        finally:
+            self._executor.shutdown(wait=False)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -190,7 +219,7 @@ class Journal:
             self._db_or_fail()
             .execute(
                 "SELECT key, status, image_url, image_expires, video_url, video_expires, task_id, "
-                "state, result_urls, files, error FROM jobs WHERE key = ?",
+                "state, result_urls, files, error, callback_token FROM jobs WHERE key = ?",
                 (key,),
             )
             .fetchone()
@@ -209,6 +238,7 @@ class Journal:
             result_urls=tuple(json.loads(row[8] or "[]")),
             files=tuple(Path(p) for p in json.loads(row[9] or "[]")),
             error=row[10],
+            callback_token=row[11],
         )
 
     async def get(self, key: str) -> JournalRecord | None:

@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from .errors import SessionClosedError
 from .models import RateLimit
 
 __all__ = ["RateLimiter"]
@@ -41,6 +42,7 @@ class RateLimiter:
         # asyncio.Lock wakes waiters in FIFO order: that is what makes the limiter fair.
         self._turn = asyncio.Lock()
         self._release_event = asyncio.Event()
+        self._closed = asyncio.Event()
         #: Slots granted so far, and callers waiting for one now (for benchmarks and tests).
         self.granted = 0
         self.waiting = 0
@@ -64,9 +66,26 @@ class RateLimiter:
         finally:
             self.waiting -= 1
 
+    def close(self) -> None:
+        """End every wait for a slot, now and later, with ``SessionClosedError``."""
+        self._closed.set()
+        self._release_event.set()
+
+    async def _nap(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, or less if the limiter is closed meanwhile."""
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({sleeper, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            closing.cancel()
+
     async def _acquire(self) -> None:
         async with self._turn:
             while True:
+                if self._closed.is_set():
+                    raise SessionClosedError("the session closed while waiting for a rate slot")
                 now = self._clock()
                 self._prune(now)
                 if self._in_flight + len(self._released) < self.limit.max_requests:
@@ -74,7 +93,7 @@ class RateLimiter:
                     self.granted += 1
                     return
                 if self._released:
-                    await self._sleep(self._released[0] + self.limit.window - now)
+                    await self._nap(self._released[0] + self.limit.window - now)
                 else:
                     # Every slot is in flight: nothing can free up before one of them answers.
                     self._release_event.clear()

@@ -209,7 +209,7 @@ class KlingSession:
         self._create_with_retries = self._retrying(
             self._create_once, create_surely_not_done, floor=self._create_floor
         )
-        self._fetch_file = self._retrying(stream_to_file, is_transient)
+        self._fetch_file = self._retrying(self._fetch_once, is_transient)
         self._get_task_retried = self._retrying(self._get_task_once, is_transient)
         # Large transfers: no total limit, but no silence longer than the request timeout.
         self._transfer_timeout = aiohttp.ClientTimeout(
@@ -275,6 +275,8 @@ class KlingSession:
         on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
         """
         self._closed = True
+        self._create_limiter.close()
+        self._query_limiter.close()
         waits = [t for t in self._waits if not t.done()]
         for task in waits:
             task.cancel("kling session closed")
@@ -334,6 +336,8 @@ class KlingSession:
         if limiter is not None:
             await limiter.acquire()
         try:
+            # The wait for a slot may have outlived the session.
+            transport = self._open()
             if before_send is not None:
                 await before_send()
             answer = await transport.send(
@@ -443,6 +447,10 @@ class KlingSession:
         try:
             return await asyncio.shield(owned)
         except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if owned.done() and current is not None and not current.cancelling():
+                # The session ended the call (it closed), not this caller's own cancellation.
+                raise SessionClosedError("the session closed before createTask was sent") from None
             if not owned.done():
                 self._let_land(owned, sub)
             raise
@@ -459,6 +467,8 @@ class KlingSession:
 
         def landed(task: asyncio.Task[str]) -> None:
             timer.cancel()
+            if not task.cancelled():
+                task.exception()  # read here: the caller that would have is gone
             # A batch records these itself (and says so per job); a direct caller learns it here.
             level = logging.INFO if sub.before_send is not None else logging.WARNING
             if sub.task_id is not None:
@@ -714,9 +724,7 @@ class KlingSession:
             if not is_http_url(url):
                 raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
             target = await asyncio.to_thread(choose_destination, url, dest, overwrite=overwrite)
-            http = self._open().session
             await self._fetch_file(
-                http,
                 url,
                 target,
                 timeout=self._transfer_timeout,
@@ -729,6 +737,10 @@ class KlingSession:
             exc.task_id = exc.task_id or task_id
             raise
         return target
+
+    async def _fetch_once(self, url: str, target: Path, **kwargs: Any) -> int:
+        # The HTTP session is looked up on each attempt: a retry after close() must not use it.
+        return await stream_to_file(self._open().session, url, target, **kwargs)
 
     @property
     def uploads_sent(self) -> int:

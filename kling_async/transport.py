@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from .errors import ProtocolError, TransportError
+from .errors import ProtocolError, SessionClosedError, TransportError
 from .wire import MAX_ANSWER_BYTES
 
 __all__ = ["HttpAnswer", "HttpTransport", "map_client_error"]
@@ -102,3 +102,7 @@ class HttpTransport:
                 return HttpAnswer(answer.status, answer.headers, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise map_client_error(exc, what) from exc
+        except RuntimeError as exc:
+            if self.session.closed:  # closed while this request waited: nothing was sent
+                raise SessionClosedError(f"{what}: the session is closed") from exc
+            raise

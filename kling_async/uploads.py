@@ -319,24 +319,42 @@ class Uploader:
             self._cache.move_to_end(key)
         if cached is not None and cached.is_usable_at(datetime.now(UTC)):
             return cached
-        flight = self._in_flight.get(key)
-        if flight is None:
-            flight = _Flight(asyncio.create_task(self._send_and_keep(key, send)))
-            self._in_flight[key] = flight
-            flight.task.add_done_callback(lambda _: self._forget_flight(key, flight))
-        flight.waiters += 1
-        try:
-            return await asyncio.shield(flight.task)
-        except asyncio.CancelledError:
-            if not flight.task.done() and flight.waiters == 1:
-                flight.task.cancel("every caller of this upload was cancelled")
-            raise
-        finally:
-            flight.waiters -= 1
+        while True:
+            flight = self._in_flight.get(key)
+            if flight is None or flight.task.cancelled():
+                flight = self._start_flight(key, send)
+            flight.waiters += 1
+            try:
+                return await asyncio.shield(flight.task)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and not current.cancelling():
+                    continue  # the upload was ended for callers that left, not for this one
+                if not flight.task.done() and flight.waiters == 1:
+                    # The last caller left: end the upload, and let nobody join it any more.
+                    self._forget_flight(key, flight)
+                    flight.task.cancel("every caller of this upload was cancelled")
+                raise
+            finally:
+                flight.waiters -= 1
+
+    def _start_flight(
+        self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
+    ) -> _Flight:
+        flight = _Flight(asyncio.create_task(self._send_and_keep(key, send)))
+        self._in_flight[key] = flight
+
+        def ended(_: asyncio.Task[UploadedFile]) -> None:
+            self._forget_flight(key, flight)
+
+        flight.task.add_done_callback(ended)
+        return flight
 
     def _forget_flight(self, key: tuple[str, int, str], flight: _Flight) -> None:
         if self._in_flight.get(key) is flight:
             del self._in_flight[key]
+        if flight.task.done() and not flight.task.cancelled():
+            flight.task.exception()  # read: every caller may have left before it ended
 
     def _deadline(self, size: int) -> aiohttp.ClientTimeout:
         """A whole upload must end: the request timeout, plus its size at the least rate."""

@@ -534,3 +534,88 @@ async def test_a_cancelled_create_sends_no_new_attempt() -> None:
             await sub.settled()
             assert sub.task_id is None and not sub.sent
     assert len(arrived) == 1
+
+
+# -- found in review: each of these once failed ------------------------------------------------
+async def test_a_second_take_never_takes_the_first_takes_callback(make_sim: SimFactory) -> None:
+    from kling_async.webhooks import WebhookReceiver
+
+    sim = await make_sim()
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    url = await receiver.start()
+    try:
+        async with session_for(sim, webhook=receiver, callback_url=url) as kling:
+            first = await kling.generate(IMAGE, VIDEO, prompt="same")
+            # The second take's answer is lost; its own callback must name its own task.
+            sim.reconfigure(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+            second = await kling.generate(IMAGE, VIDEO, prompt="same", timeout=60.0)
+    finally:
+        await receiver.close()
+    assert sim.tasks_created[sim.api_key] == 2
+    assert first.task.task_id != second.task.task_id
+    assert {first.task.task_id, second.task.task_id} == set(sim.tasks)
+
+
+async def test_closing_the_session_under_a_running_batch_ends_it(make_sim: SimFactory) -> None:
+    sim = await make_sim(generating_seconds=1e6)
+    kling = session_for(sim)
+    outcomes: list[JobOutcome] = []
+
+    async def batch() -> None:
+        async with kling.generate_many(jobs_of(4), max_pending=2) as results:
+            outcomes.extend([o async for o in results])
+
+    async with kling:
+        running = asyncio.create_task(batch())
+        await eventually(lambda: sim.tasks_created[sim.api_key] >= 1)
+    await running  # never hangs: every job ends, most with SessionClosedError
+    assert len(outcomes) == 4
+    assert all(isinstance(o.error, SessionClosedError) for o in outcomes)
+
+
+async def test_a_caller_joining_an_upload_its_last_caller_left_still_gets_it(
+    make_sim: SimFactory,
+) -> None:
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=40.0, endpoints=frozenset({"streamUpload"}))
+    )
+    async with session_for(sim) as kling:
+        first = asyncio.create_task(kling.upload_video(VIDEO))
+        await eventually(lambda: sim.count("streamUpload") >= 1)
+        first.cancel()
+        second = asyncio.create_task(kling.upload_video(VIDEO))
+        uploaded = await second
+    assert first.cancelled() and uploaded.url
+
+
+async def test_closing_the_journal_keeps_writes_already_asked_for(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    await journal.open()
+    writes = [
+        asyncio.create_task(journal.update(f"k{i}", status=CREATED, task_id=f"t{i}"))
+        for i in range(10)
+    ]
+    await asyncio.sleep(0)
+    for write in writes:
+        write.cancel()
+    await journal.close()
+    await asyncio.gather(*writes, return_exceptions=True)
+    async with Journal(path) as reopened:
+        assert (await reopened.counts()) == {CREATED: 10}
+
+
+async def test_a_query_queued_when_the_session_closes_gets_a_library_error(
+    make_sim: SimFactory,
+) -> None:
+    from kling_async import KlingError, RateLimit
+
+    sim = await make_sim()
+    kling = session_for(sim, query_limit=RateLimit(1, 60.0))
+    async with kling:
+        await kling.get_credits()  # no limiter on credit; recordInfo below is limited
+        first = asyncio.create_task(kling.get_task("t-1"))
+        queued = asyncio.create_task(kling.get_task("t-2"))
+        await asyncio.wait({first})
+    results = await asyncio.gather(queued, return_exceptions=True)
+    assert isinstance(results[0], KlingError), results
