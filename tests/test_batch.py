@@ -386,3 +386,25 @@ async def test_a_failed_job_is_reported_again_not_recreated(
     assert again.error.fail_msg == "Internal server error"
     assert again.error.task.task_id == first.error.task.task_id
     assert sim.tasks_created[sim.api_key] == 1
+
+
+async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE jobs (key TEXT PRIMARY KEY, status TEXT NOT NULL, image_url TEXT, "
+        "image_expires REAL, video_url TEXT, video_expires REAL, task_id TEXT, state TEXT, "
+        "result_urls TEXT, files TEXT, error TEXT, updated REAL NOT NULL)"
+    )
+    db.execute("INSERT INTO jobs (key, status, task_id, updated) VALUES ('a', 'created', 't1', 0)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    async with Journal(path) as journal:
+        record = await journal.get("a")
+        assert record is not None and record.task_id == "t1" and record.callback_token is None
+        await journal.update("a", callback_token="tok")
+        again = await journal.get("a")
+        assert again is not None and again.callback_token == "tok"
