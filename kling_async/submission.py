@@ -1,16 +1,37 @@
-"""Where one createTask call stands: not sent, sent (the task may exist), created, or refused.
+"""createTask calls: where each one stands, and the component that owns them while they run.
 
 A createTask costs money and is not idempotent, so the client must always know whether its
-request may have reached the service. :class:`Submission` is that knowledge, kept up to date by
-the session while the call runs and readable by whoever started it, even after being cancelled.
+request may have reached the service. :class:`Submission` is that knowledge, kept up to date while
+the call runs and readable by whoever started it, even after being cancelled. :class:`Submitter`
+runs each call in a task of its own, retries only what surely created nothing, lets a call on the
+wire land when its caller leaves, and ends what it owns on ``close()``. It sends through the
+client's one choke point and never touches aiohttp, batches or journals.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-__all__ = ["Submission"]
+from .errors import (
+    KlingError,
+    ProtocolError,
+    RateLimitError,
+    SessionClosedError,
+    SubmissionUnknownError,
+)
+from .ratelimit import RateLimiter
+from .retries import NOT_CREATED, create_outcome, create_surely_not_done
+from .wire import parse_task_id
+
+__all__ = ["Submission", "Submitter"]
+
+log = logging.getLogger("kling_async")
+
+Call = Callable[..., Awaitable[Any]]
+Retrying = Callable[..., Callable[..., Awaitable[Any]]]
 
 
 class Submission:
@@ -52,3 +73,137 @@ class Submission:
         """Wait until the call has ended (its request landed, failed, or ran out of time)."""
         if self._task is not None and not self._task.done():
             await asyncio.wait({self._task})
+
+
+class Submitter:
+    """Runs createTask calls, each in a task it owns; see the module docstring."""
+
+    def __init__(
+        self,
+        call: Call,
+        url: str,
+        limiter: RateLimiter,
+        retrying: Retrying,
+        *,
+        on_created: Callable[[str], None],
+        request_timeout: float,
+    ) -> None:
+        self._call = call
+        self._url = url
+        self._limiter = limiter
+        self._on_created = on_created
+        self._request_timeout = request_timeout
+        self._send = retrying(self._send_once, create_surely_not_done, self._least_wait)
+        self._running: dict[asyncio.Task[str], Submission] = {}
+
+    def _least_wait(self, exc: Exception) -> float:
+        # A 429 means the request was dropped, not queued: wait out a whole window (9b).
+        return self._limiter.limit.window if isinstance(exc, RateLimitError) else 0.0
+
+    async def _send_once(self, endpoint: str, body: dict[str, Any], sub: Submission) -> str:
+        async def leaving() -> None:
+            if sub.abandoned:
+                # The caller left (or the session closed) while this retry waited: never send
+                # a new request that nobody will record.
+                raise asyncio.CancelledError("the caller of create_task is gone")
+            if sub.before_send is not None:
+                await sub.before_send()
+            # From here on the request may reach the service: the task may exist.
+            sub.sent = True
+
+        try:
+            data = await self._call(
+                endpoint, "POST", self._url, limiter=self._limiter, json=body, before_send=leaving
+            )
+            try:
+                return parse_task_id(data)
+            except ProtocolError:
+                raise
+            except ValueError as exc:
+                raise ProtocolError(0, str(exc), endpoint=endpoint) from exc
+        except KlingError as exc:
+            if not sub.sent or create_outcome(exc) == NOT_CREATED:
+                sub.sent = False
+                raise
+            raise SubmissionUnknownError(
+                f"createTask was sent but its outcome is unknown ({exc}); the task may exist "
+                "and be charged, so it is not sent again",
+                request_body=body,
+            ) from exc
+
+    async def _run(self, body: dict[str, Any], sub: Submission) -> str:
+        try:
+            task_id: str = await self._send("createTask", body, sub)
+        except BaseException as exc:
+            sub.error = exc
+            raise
+        sub.task_id = task_id
+        sub.sent = False
+        self._on_created(task_id)
+        return task_id
+
+    async def submit(
+        self,
+        body: dict[str, Any],
+        *,
+        before_send: Callable[[], Awaitable[None]] | None,
+        submission: Submission | None,
+    ) -> str:
+        """Send ``body`` as a createTask (with safe retries) and return the task id."""
+        sub = submission if submission is not None else Submission()
+        sub.before_send = before_send
+        owned = asyncio.create_task(self._run(body, sub), name="kling createTask")
+        sub.attach(owned)
+        self._running[owned] = sub
+        owned.add_done_callback(lambda done: self._running.pop(done, None))
+        try:
+            return await asyncio.shield(owned)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if owned.done() and current is not None and not current.cancelling():
+                # The session ended the call (it closed), not this caller's own cancellation.
+                raise SessionClosedError("the session closed before createTask was sent") from None
+            if not owned.done():
+                self._let_land(owned, sub)
+            raise
+
+    def _let_land(self, owned: asyncio.Task[str], sub: Submission) -> None:
+        """The caller left: drop a call not yet sent, give one on the wire a bounded time."""
+        sub.abandoned = True
+        if not sub.sent:
+            owned.cancel("the caller of create_task was cancelled before it was sent")
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self._request_timeout + 1.0, owned.cancel, "createTask took too long to land"
+        )
+
+        def landed(task: asyncio.Task[str]) -> None:
+            timer.cancel()
+            if not task.cancelled():
+                task.exception()  # read here: the caller that would have is gone
+            # A batch records these itself (and says so per job); a direct caller learns it here.
+            level = logging.INFO if sub.before_send is not None else logging.WARNING
+            if sub.task_id is not None:
+                log.log(level, "task %s was created after its caller was cancelled", sub.task_id)
+            elif sub.sent:
+                log.log(level, "a createTask cancelled on the wire may have created a task")
+
+        owned.add_done_callback(landed)
+
+    async def close(self) -> None:
+        """Drop calls not yet sent; give those on the wire up to the request timeout to land."""
+        landing: list[asyncio.Task[str]] = []
+        for task, sub in list(self._running.items()):
+            sub.abandoned = True
+            if task.done():
+                continue
+            if not sub.sent:
+                task.cancel("kling session closed")  # never sent: nothing can exist
+            landing.append(task)
+        if not landing:
+            return
+        _, late = await asyncio.wait(landing, timeout=self._request_timeout)
+        for task in late:
+            task.cancel("kling session closed")
+        if late:
+            await asyncio.wait(late)

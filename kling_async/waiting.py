@@ -77,6 +77,7 @@ class TaskWaiter:
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._unknown_states: set[str] = set()
+        self._waits: set[asyncio.Task[Task]] = set()
         self._created_at: dict[str, float] = {}
         self._render_times: collections.deque[float] = collections.deque(maxlen=_RENDER_MEMORY)
 
@@ -104,6 +105,36 @@ class TaskWaiter:
             finally:
                 sleeper.cancel()
         return heard.result() if heard.done() and not heard.cancelled() else None
+
+    async def wait_owned(
+        self, task_id: str, timeout: float | None, on_update: OnUpdate | None
+    ) -> Task:
+        """Wait in a task this waiter owns: ``close()`` ends it without touching the caller."""
+        wait = asyncio.create_task(self.wait(task_id, timeout, on_update), name=f"kling {task_id}")
+        self._waits.add(wait)
+        wait.add_done_callback(self._waits.discard)
+        try:
+            # Cancelling the caller cancels its own wait (nobody else shares it).
+            return await wait
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            caller_cancelled = current is not None and current.cancelling() > 0
+            if self._is_closed() and wait.cancelled() and not caller_cancelled:
+                closed = SessionClosedError(f"the session closed while waiting for task {task_id}")
+                closed.task_id = task_id
+                raise closed from None
+            raise
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
+
+    async def close(self) -> None:
+        """End every wait this waiter owns (their callers get ``SessionClosedError``)."""
+        waits = [t for t in self._waits if not t.done()]
+        for task in waits:
+            task.cancel("kling session closed")
+        if waits:
+            await asyncio.wait(waits)
 
     async def wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
         """Wait until the task ends; see ``KlingSession.wait_for_task``."""

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from kling_async import MotionControlInput, TaskState
-from kling_async.session import DEFAULT_FALLBACK_POLL
+from kling_async.settings import DEFAULT_FALLBACK_POLL
 from kling_async.signature import compute_signature
 from kling_async.simulator import Simulator
 from kling_async.webhooks import (

@@ -25,12 +25,12 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
-from ..session import (
+from ..session import KlingSession
+from ..settings import (
     DEFAULT_CREATE_LIMIT,
     DEFAULT_FALLBACK_POLL,
     DEFAULT_POLL,
     DEFAULT_QUERY_LIMIT,
-    KlingSession,
 )
 from ._app import RequestRecord, Service, make_workdir
 from ._callbacks import CallbackDelivery

@@ -1,0 +1,530 @@
+"""``KlingClient``: one method per API call, under the session's rate limits, with retries.
+
+Owns the connection's lifecycle, the one choke point every API request goes through, and the work
+it starts (waits, createTask calls). Knows nothing of batches, jobs or journals: those are built on
+top of it (``kling_async.batch``) and composed with it in ``KlingSession``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from .downloads import choose_destination, stream_to_file
+from .errors import (
+    ConfigurationError,
+    KlingError,
+    ProtocolError,
+    SessionClosedError,
+)
+from .media import validate_image, validate_video
+from .models import (
+    CharacterOrientation,
+    MotionControlInput,
+    PollSchedule,
+    RateLimit,
+    Task,
+    UploadedFile,
+    is_http_url,
+)
+from .ratelimit import Clock, RateLimiter, Sleep
+from .retries import is_transient, with_retries
+from .settings import (
+    API_KEY_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_CREATE_LIMIT,
+    DEFAULT_FALLBACK_POLL,
+    DEFAULT_MIN_TRANSFER_RATE,
+    DEFAULT_POLL,
+    DEFAULT_QUERY_LIMIT,
+    DEFAULT_UPLOAD_BASE_URL,
+    DEFAULT_USER_AGENT,
+    FILE_UPLOAD_PATH,
+    IMAGE_UPLOAD_PATH,
+    URL_UPLOAD_PATH,
+    VIDEO_UPLOAD_PATH,
+    check_base_url,
+)
+from .submission import Submission, Submitter
+from .transport import HttpTransport
+from .uploads import OnProgress, Uploader
+from .waiting import OnUpdate, TaskWaiter
+from .webhooks import WebhookReceiver
+from .wire import (
+    create_task_body,
+    decode_answer,
+    parse_credits,
+    parse_download_url,
+    parse_task,
+)
+
+__all__ = ["KlingClient"]
+
+log = logging.getLogger("kling_async")
+
+
+class KlingClient:
+    """An async session with kie.ai's kling-2.6/motion-control model.
+
+    Use it as ``async with KlingSession(api_key) as kling:``. Every coroutine of the session shares
+    one limiter for task creation (``create_limit``) and one for queries (``query_limit``), so the
+    service never has to answer 429 in steady state. ``poll`` sets when tasks are asked about,
+    ``max_retries`` how often a safe call is retried on 429/455/5xx/transport failures (with
+    jittered exponential backoff, honouring ``Retry-After``), and ``request_timeout`` bounds each
+    HTTP request. ``clock`` and ``sleep`` exist for tests.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        upload_base_url: str = DEFAULT_UPLOAD_BASE_URL,
+        create_limit: RateLimit = DEFAULT_CREATE_LIMIT,
+        query_limit: RateLimit = DEFAULT_QUERY_LIMIT,
+        poll: PollSchedule = DEFAULT_POLL,
+        max_retries: int = 4,
+        request_timeout: float = 30.0,
+        retry_base: float = 0.5,
+        retry_cap: float = 20.0,
+        not_visible_grace: float = 60.0,
+        webhook: WebhookReceiver | None = None,
+        callback_url: str | None = None,
+        confirm_callbacks: bool = True,
+        fallback_poll: PollSchedule = DEFAULT_FALLBACK_POLL,
+        upload_concurrency: int = 4,
+        user_agent: str = DEFAULT_USER_AGENT,
+        min_transfer_rate: float = DEFAULT_MIN_TRANSFER_RATE,
+        allow_insecure_http: bool = False,
+        http_session: aiohttp.ClientSession | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        seed: int | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not key or not key.strip():
+            raise ConfigurationError(
+                f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
+            )
+        if max_retries < 0 or request_timeout <= 0:
+            raise ConfigurationError("max_retries must be >= 0 and request_timeout > 0")
+        if not user_agent or not user_agent.isprintable() or not user_agent.isascii():
+            raise ConfigurationError("user_agent must be printable ASCII text")
+        if not min_transfer_rate > 0:
+            raise ConfigurationError("min_transfer_rate must be > 0 (bytes per second)")
+        self.user_agent = user_agent
+        self.min_transfer_rate = float(min_transfer_rate)
+        self.__api_key = key.strip()
+        self.base_url = check_base_url("base_url", base_url, allow_insecure_http)
+        self.upload_base_url = check_base_url(
+            "upload_base_url", upload_base_url, allow_insecure_http
+        )
+        self.create_limit = create_limit
+        self.query_limit = query_limit
+        self.max_retries = max_retries
+        self.request_timeout = request_timeout
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = random.Random(seed)
+        self._own_http = http_session is None
+        self._http = http_session
+        self._transport: HttpTransport | None = None
+        self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
+        self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
+        if callback_url is not None and not is_http_url(callback_url):
+            raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
+        if webhook is not None and callback_url is None:
+            raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
+        self.callback_url = callback_url
+        self._closed = False
+        self._retry_base = retry_base
+        self._retry_cap = retry_cap
+        self._waiter = TaskWaiter(
+            self._get_task_once,
+            poll=poll,
+            fallback_poll=fallback_poll,
+            query_limiter=self._query_limiter,
+            clock=clock,
+            sleep=sleep,
+            rng=self._rng,
+            not_visible_grace=not_visible_grace,
+            webhook=webhook,
+            confirm_callbacks=confirm_callbacks,
+            is_closed=lambda: self._closed,
+            last_look=request_timeout,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+        )
+        # Work the session owns lives in its components: waits in the waiter (each in a task of
+        # its own, so close() ends the wait, never the caller), createTask calls in the
+        # submitter (they may outlive a cancelled caller), uploads in the uploader.
+        self._call_safely = self._retrying(self._call, is_transient)
+        self._submitter = Submitter(
+            self._call,
+            f"{self.base_url}/api/v1/jobs/createTask",
+            self._create_limiter,
+            self._retrying,
+            on_created=self._waiter.created,
+            request_timeout=request_timeout,
+        )
+        self._fetch_file = self._retrying(self._fetch_once, is_transient)
+        self._get_task_retried = self._retrying(self._get_task_once, is_transient)
+        # Large transfers: no total limit, but no silence longer than the request timeout.
+        self._transfer_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=request_timeout, sock_read=request_timeout
+        )
+        self._uploader = Uploader(
+            self._call_safely,
+            self.upload_base_url,
+            concurrency=upload_concurrency,
+            timeout=self._transfer_timeout,
+            min_rate=self.min_transfer_rate,
+        )
+
+    def _retrying(
+        self,
+        target: Callable[..., Awaitable[Any]],
+        should_retry: Callable[[Exception], bool],
+        floor: Callable[[Exception], float] | None = None,
+    ) -> Callable[..., Awaitable[Any]]:
+        return with_retries(
+            target,
+            should_retry,
+            max_tries=self.max_retries + 1,
+            base=self._retry_base,
+            cap=self._retry_cap,
+            rng=self._rng,
+            floor=floor,
+        )
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(base_url={self.base_url!r}, upload_base_url={self.upload_base_url!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open(self) -> HttpTransport:
+        if self._closed:
+            raise SessionClosedError("the session is closed")
+        if self._transport is None:
+            if self._http is None:
+                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+            self._transport = HttpTransport(self._http, timeout=self.request_timeout)
+        return self._transport
+
+    async def close(self) -> None:
+        """End waits still in flight (they raise ``SessionClosedError``) and close connections.
+
+        Only the work the session owns is ended, never a caller's own task. A createTask already
+        on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
+        """
+        self._closed = True
+        self._create_limiter.close()
+        self._query_limiter.close()
+        await self._waiter.close()
+        await self._submitter.close()
+        if self._own_http and self._http is not None:
+            await self._http.close()
+        self._transport = None
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    # -- the one choke point for API requests --------------------------------------------------
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.__api_key}", "User-Agent": self.user_agent}
+
+    async def _call(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        limiter: RateLimiter | None = None,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        timeout: aiohttp.ClientTimeout | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
+        """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
+        transport = self._open()
+        if callable(data):
+            data = data()  # a fresh multipart body for each attempt: a stream is read once
+        started = time.perf_counter()
+        if limiter is not None:
+            await limiter.acquire()
+        try:
+            # The wait for a slot may have outlived the session.
+            transport = self._open()
+            if before_send is not None:
+                await before_send()
+            answer = await transport.send(
+                method,
+                url,
+                headers=self._auth_headers(),
+                json=json,
+                params=params,
+                data=data,
+                timeout=timeout,
+                what=endpoint,
+            )
+        finally:
+            if limiter is not None:
+                limiter.release()
+        log.debug(
+            "%s %s -> HTTP %d in %.0f ms",
+            method,
+            endpoint,
+            answer.status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return decode_answer(
+            answer.status,
+            answer.headers,
+            answer.body,
+            endpoint=endpoint,
+            now=datetime.now(UTC),
+        )
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def create_task(
+        self,
+        inp: MotionControlInput,
+        callback_url: str | None = None,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        submission: Submission | None = None,
+    ) -> str:
+        """Create a task and return its id.
+
+        Retried only when the service surely created nothing (429 after a full window, 455, or
+        no connection); if the request went out and its outcome is unknown (lost answer, a 5xx
+        or gateway page, an unreadable answer), ``SubmissionUnknownError`` is raised instead.
+        ``before_send`` is awaited just before each attempt leaves (after its rate-limit slot is
+        granted): the place to record "this task may now exist" in a journal of your own.
+
+        The request runs in a task the session owns. If the caller is cancelled while it is on
+        the wire, it is let finish (up to ``request_timeout``) and the id is logged; pass a
+        :class:`Submission` to read the outcome after a cancellation.
+        """
+        body = create_task_body(inp, callback_url or self.callback_url)
+        self._open()
+        return await self._submitter.submit(body, before_send=before_send, submission=submission)
+
+    async def get_task(self, task_id: str) -> Task:
+        """The task's current state (one recordInfo query, retried on transient failures)."""
+        try:
+            task: Task = await self._get_task_retried(task_id)
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
+        return task
+
+    async def _get_task_once(self, task_id: str) -> Task:
+        data = await self._call(
+            "recordInfo",
+            "GET",
+            f"{self.base_url}/api/v1/jobs/recordInfo",
+            limiter=self._query_limiter,
+            params={"taskId": task_id},
+        )
+        try:
+            return parse_task(data)
+        except ProtocolError:
+            raise
+        except ValueError as exc:
+            raise ProtocolError(
+                0, f"recordInfo for {task_id} was not understood: {exc}", endpoint="recordInfo"
+            ) from exc
+
+    async def wait_for_task(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        on_update: OnUpdate | None = None,
+    ) -> Task:
+        """Poll until the task ends; return it on success, raise ``TaskFailedError`` on failure.
+
+        ``timeout`` is a deadline for the whole wait on the monotonic clock (``TaskTimeoutError``);
+        ``on_update(task)`` (plain or async) is called on each change of state, and an error it
+        raises is logged, never the wait's end. Failures that say nothing about the task (429,
+        455, 5xx, dropped connections) are retried with backoff until the deadline. Every error
+        raised carries ``task_id``. Cancelling the wait stops its polling at once.
+        """
+        self._open()
+        return await self._waiter.wait_owned(task_id, timeout, on_update)
+
+    # -- account and files ---------------------------------------------------------------------
+    async def get_credits(self) -> float:
+        """The account's remaining credits."""
+        data = await self._call_safely("credit", "GET", f"{self.base_url}/api/v1/chat/credit")
+        return parse_credits(data)
+
+    async def get_download_url(self, result_url: str) -> str:
+        """A temporary (20 min) download link for a file the service generated."""
+        data = await self._call_safely(
+            "downloadUrl",
+            "POST",
+            f"{self.base_url}/api/v1/common/download-url",
+            json={"url": result_url},
+        )
+        return parse_download_url(data)
+
+    # -- uploads and downloads -----------------------------------------------------------------
+    async def upload_image(
+        self, path: str | os.PathLike[str], *, on_progress: OnProgress | None = None
+    ) -> UploadedFile:
+        """Check an image against the service's rules (headers only), then stream it up."""
+        path = Path(path)
+        await asyncio.to_thread(validate_image, path)
+        return await self._uploader.upload_path(
+            path, upload_path=IMAGE_UPLOAD_PATH, file_name=None, on_progress=on_progress
+        )
+
+    async def upload_video(
+        self,
+        path: str | os.PathLike[str],
+        character_orientation: CharacterOrientation = "video",
+        on_progress: OnProgress | None = None,
+    ) -> UploadedFile:
+        """Check a video against the rules for ``character_orientation``, then stream it up."""
+        path = Path(path)
+        await asyncio.to_thread(validate_video, path, character_orientation)
+        return await self._uploader.upload_path(
+            path, upload_path=VIDEO_UPLOAD_PATH, file_name=None, on_progress=on_progress
+        )
+
+    async def upload_file(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        upload_path: str = FILE_UPLOAD_PATH,
+        file_name: str | None = None,
+        *,
+        on_progress: OnProgress | None = None,
+    ) -> UploadedFile:
+        """Upload any file or bytes, without media rules (a fixed ``file_name`` overwrites)."""
+        if isinstance(source, bytes):
+            return await self._uploader.upload_bytes(
+                source, upload_path=upload_path, file_name=file_name
+            )
+        return await self._uploader.upload_path(
+            Path(source), upload_path=upload_path, file_name=file_name, on_progress=on_progress
+        )
+
+    async def upload_from_url(
+        self, url: str, upload_path: str = URL_UPLOAD_PATH, file_name: str | None = None
+    ) -> UploadedFile:
+        """Have the service fetch a public http(s) URL and host it."""
+        if not is_http_url(url):
+            raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
+        return await self._uploader.upload_url(url, upload_path=upload_path, file_name=file_name)
+
+    async def download(
+        self,
+        url_or_task: str | Task,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_progress: Callable[[int, int | None], Any] | None = None,
+    ) -> Path:
+        """Stream a result to ``dest`` (a file, or a folder to put it in); return the file's path.
+
+        The file appears complete or not at all (``.part``, then a rename), and only if what
+        arrived is a video (``DownloadError`` otherwise). A transfer slower than
+        ``min_transfer_rate`` (after ``request_timeout`` of grace) is ended. The request never
+        carries the API key: result files live on other hosts.
+        """
+        task_id = url_or_task.task_id if isinstance(url_or_task, Task) else None
+        try:
+            if isinstance(url_or_task, Task):
+                if not url_or_task.result_urls:
+                    raise KlingError(f"task {url_or_task.task_id} has no result to download")
+                url = url_or_task.result_urls[0]
+            else:
+                url = url_or_task
+            if not is_http_url(url):
+                raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
+            target = await asyncio.to_thread(choose_destination, url, dest, overwrite=overwrite)
+            await self._fetch_file(
+                url,
+                target,
+                timeout=self._transfer_timeout,
+                on_progress=on_progress,
+                headers={"User-Agent": self.user_agent},
+                grace=self.request_timeout,
+                min_rate=self.min_transfer_rate,
+            )
+        except KlingError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
+        return target
+
+    async def _fetch_once(self, url: str, target: Path, **kwargs: Any) -> int:
+        # The HTTP session is looked up on each attempt: a retry after close() must not use it.
+        return await stream_to_file(self._open().session, url, target, **kwargs)
+
+    @property
+    def uploads_sent(self) -> int:
+        """Uploads actually sent by this session (each content is sent once)."""
+        return self._uploader.sent
+
+    # -- settings that live in the waiter: read-only, one source of truth --------------------
+    @property
+    def poll(self) -> PollSchedule:
+        """The polling schedule."""
+        return self._waiter.poll
+
+    @property
+    def fallback_poll(self) -> PollSchedule:
+        """The safety-net schedule used with a webhook receiver."""
+        return self._waiter.fallback_poll
+
+    @property
+    def not_visible_grace(self) -> float:
+        """Seconds ``422 recordInfo is null`` counts as "not visible yet"."""
+        return self._waiter.not_visible_grace
+
+    @property
+    def webhook(self) -> WebhookReceiver | None:
+        """The webhook receiver waits resolve on, if any."""
+        return self._waiter.webhook
+
+    @property
+    def confirm_callbacks(self) -> bool:
+        """Whether a callback's outcome is confirmed with a query before a wait trusts it."""
+        return self._waiter.confirm_callbacks
+
+    # -- introspection for benchmarks and tests ------------------------------------------------
+    @property
+    def create_limiter(self) -> RateLimiter:
+        """The limiter shared by every task creation of this session."""
+        return self._create_limiter
+
+    @property
+    def query_limiter(self) -> RateLimiter:
+        """The limiter shared by every recordInfo query of this session."""
+        return self._query_limiter
