@@ -1,14 +1,8 @@
-"""One job from files to clip, and many at once: what ``generate`` and ``generate_many`` run.
+"""One job from files to clip: validate, upload, create, wait, download, each step journaled.
 
-A job goes: validate → upload (each content once) → createTask → wait → download. With a journal,
-each step is recorded before the next, and a rerun picks up where the last run stopped.
-
-A job's journal status moves ``pending → creating → created → succeeded | failed``. It goes back
-to ``pending`` only when its createTask surely never reached the service; anything else after
-the request left is ``unknown`` ("may exist"), and the job is never created again until the user
-releases it (:func:`kling_async.journal.release_jobs`). A batch that is cancelled stops taking
-jobs and cancels their work, but a createTask already on the wire is let land (bounded by the
-request timeout) and its task id recorded: Ctrl-C normally leaves no unknown job behind.
+Owns the job's journal status (``pending → creating → created → succeeded | failed``, or
+``unknown``) and the bookkeeping of createTask calls left on the wire by a cancelled job. Built on
+:class:`~kling_async.client.KlingClient`; never imported by it.
 """
 
 from __future__ import annotations
@@ -20,37 +14,28 @@ import os
 import re
 import secrets
 from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
-    Iterable,
 )
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any
 
-from .downloads import safe_file_name
-from .errors import (
-    ConfigurationError,
+from ..client import KlingClient
+from ..downloads import safe_file_name
+from ..errors import (
     KlingError,
-    SessionClosedError,
     SubmissionUnknownError,
     TaskFailedError,
 )
-from .jobs import GenerationResult, Job, JobEvent, JobEventKind, JobOutcome, MediaSource
-from .journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
-from .media import validate_image, validate_video
-from .models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
-from .submission import Submission
-from .webhooks import callback_token, callback_url_with_token
+from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource
+from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
+from ..media import validate_image, validate_video
+from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
+from ..submission import Submission
+from ..webhooks import callback_token, callback_url_with_token
 
-if TYPE_CHECKING:
-    from .session import KlingSession
-
-__all__ = ["BatchRun", "JobRunner", "file_stem", "run_many"]
+__all__ = ["JobRunner", "OnEvent", "file_stem"]
 
 log = logging.getLogger("kling_async")
 
@@ -67,7 +52,7 @@ class JobRunner:
 
     def __init__(
         self,
-        session: KlingSession,
+        session: KlingClient,
         *,
         journal: Journal | None = None,
         download_to: str | os.PathLike[str] | None = None,
@@ -405,162 +390,3 @@ def file_stem(key: str) -> str:
         return safe
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{safe}-{digest}" if safe else f"job-{digest}"
-
-
-async def _iterate(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
-    if isinstance(jobs, AsyncIterable):
-        async for job in jobs:
-            yield job
-    else:
-        for job in jobs:
-            yield job
-
-
-async def run_many(
-    runner: JobRunner,
-    jobs: Iterable[Job] | AsyncIterable[Job],
-    *,
-    max_pending: int,
-    max_running: int | None,
-) -> AsyncGenerator[JobOutcome, None]:
-    """Run jobs concurrently, pulling them lazily; yield each outcome as its job ends.
-
-    At most ``max_pending`` jobs are pulled but not yet created, and at most ``max_running``
-    (if set) have a task the service is working on; a job's failure never stops the others.
-    A job whose key repeats an earlier one of the batch ends at once with a
-    ``ConfigurationError``. Leaving early (``aclose``, an error, cancellation) stops pulling
-    jobs, cancels their work, and waits for createTask calls on the wire to be recorded.
-    """
-    pending = asyncio.Semaphore(max_pending)
-    running = asyncio.Semaphore(max_running) if max_running else None
-    outcomes: asyncio.Queue[JobOutcome | BaseException | None] = asyncio.Queue()
-    active: set[asyncio.Task[None]] = set()
-    seen: set[str] = set()
-
-    async def one(job: Job) -> None:
-        released = False
-        holds_running = False
-        outcome: JobOutcome | None = None
-
-        def release_pending() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                pending.release()
-
-        async def acquire_running() -> None:
-            nonlocal holds_running
-            if running is not None:
-                await running.acquire()
-                holds_running = True
-
-        try:
-            result = await runner.run(
-                job, before_create=acquire_running, after_create=release_pending
-            )
-            outcome = JobOutcome(job, result=result, task_id=result.task.task_id)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
-                raise  # the batch itself is stopping
-            # Cancelled from elsewhere (the session closed under the batch): an outcome too.
-            error = SessionClosedError(f"job {job.job_key} ended: the session closed")
-            outcome = JobOutcome(job, error=error)
-        except Exception as exc:  # one job's failure is its outcome, never the batch's
-            outcome = JobOutcome(job, error=exc, task_id=getattr(exc, "task_id", None))
-            await runner.emit(
-                JobEventKind.FAILED,
-                job.job_key,
-                task_id=outcome.task_id,
-                error=exc,
-                detail=str(exc),
-            )
-        finally:
-            release_pending()
-            if holds_running and running is not None:
-                running.release()
-            if outcome is not None:
-                outcomes.put_nowait(outcome)
-
-    started = 0
-
-    async def produce() -> None:
-        nonlocal started
-        try:
-            async for job in _iterate(jobs):
-                key = job.job_key
-                started += 1
-                if key in seen:
-                    what = (
-                        f"job key {key!r}"
-                        if job.key is not None
-                        else f"a job with the same inputs (default key {key!r})"
-                    )
-                    error = ConfigurationError(
-                        f"{what} appears twice in this batch; the repeat is not run "
-                        "(give each job a key of its own)"
-                    )
-                    outcomes.put_nowait(JobOutcome(job, error=error))
-                    continue
-                seen.add(key)
-                await pending.acquire()
-                task = asyncio.create_task(one(job), name=f"kling job {key}")
-                active.add(task)
-                task.add_done_callback(active.discard)
-            outcomes.put_nowait(None)
-        except Exception as exc:  # the caller's iterable failed: stop and tell them
-            outcomes.put_nowait(exc)
-
-    producer = asyncio.create_task(produce(), name="kling batch producer")
-    exhausted = False
-    delivered = 0
-    try:
-        while not (exhausted and delivered == started):
-            item = await outcomes.get()
-            if item is None:
-                exhausted = True
-                continue
-            if isinstance(item, BaseException):
-                raise item
-            delivered += 1
-            yield item
-    finally:
-        producer.cancel()
-        for task in list(active):
-            task.cancel()
-        await asyncio.gather(producer, *active, return_exceptions=True)
-        # A createTask on the wire lands in the journal before the batch lets it go.
-        await runner.landed()
-
-
-class BatchRun:
-    """The outcomes of ``generate_many``, as its jobs end.
-
-    Iterate with ``async for``. To leave early, use ``async with kling.generate_many(...) as
-    outcomes:`` (or call :meth:`aclose`): the batch then stops at once, lets createTask calls on
-    the wire land in the journal, and releases the journal before the block ends.
-    """
-
-    def __init__(self, outcomes: AsyncGenerator[JobOutcome, None]) -> None:
-        self._outcomes = outcomes
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> JobOutcome:
-        return await self._outcomes.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop the batch: no new jobs, running ones cancelled, their creations recorded."""
-        await self._outcomes.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
