@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from kling_async import Job, JobOutcome, TaskState
+from kling_async import Job, JobOutcome
 from kling_async.journal import UNKNOWN, Journal
 from kling_async.simulator import FaultConfig, Simulator, SimulatorConfig
 from kling_async.webhooks import WebhookReceiver
@@ -120,7 +120,7 @@ async def soak(
         succeeded = {
             str(t.body["input"].get("prompt"))
             for t in sim.tasks.values()
-            if t.state_at(math.inf) is TaskState.SUCCESS
+            if t.state_at(math.inf).value == "success"
         }
     async with Journal(journal) as book:
         unknown = set(await book.keys(UNKNOWN))

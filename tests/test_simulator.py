@@ -894,3 +894,25 @@ async def test_outage_arguments_are_checked(sim: Simulator) -> None:
         sim.outage("503", 1.0)
     with pytest.raises(ValueError, match="seconds"):
         sim.outage("455", -1.0)
+
+
+def test_the_simulators_own_media_reader_agrees_with_ffprobe() -> None:
+    # The simulator judges durations with readers of its own (never the client's): checked here
+    # against ffprobe's figures, shipped with the test media.
+    import json
+
+    from kling_async.simulator._media import sniff, video_seconds
+
+    manifest = json.loads((MEDIA / "manifest.json").read_text())
+    checked = 0
+    for name, facts in manifest.items():
+        path = MEDIA / name
+        kind = sniff(path.read_bytes()[:32])
+        if kind not in ("mp4", "mov", "matroska"):
+            continue
+        seconds = video_seconds(path, kind)
+        if seconds is None:
+            continue  # no duration it can read (a live Matroska file): refused, not misjudged
+        assert abs(seconds - facts["format_duration"]) < 0.06, name
+        checked += 1
+    assert checked >= 10

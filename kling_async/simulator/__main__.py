@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import contextlib
 
-from ..models import RateLimit
 from . import LIBRARY_USER_AGENTS, Simulator, SimulatorConfig
+from ._rules import RateWindow
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,8 +49,8 @@ async def _run(args: argparse.Namespace) -> None:
         time_scale=args.time_scale,
         failure_rate=args.failure_rate,
         http_error_status=args.http_error_status,
-        create_limit=RateLimit(args.create_limit, 10.0),
-        query_limit=RateLimit(args.query_limit, 1.0),
+        create_limit=RateWindow(args.create_limit, 10.0),
+        query_limit=RateWindow(args.query_limit, 1.0),
         request_log_limit=100_000,
         edge_block_user_agents=LIBRARY_USER_AGENTS if args.edge_block else (),
     )

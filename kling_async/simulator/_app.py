@@ -16,15 +16,22 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from ..media import DURATION_TOLERANCE
-from ..models import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, is_http_url
-from ..signature import compute_signature
 from ._callbacks import CallbackDelivery, callback_body
 from ._config import SimulatorConfig
 from ._faults import Faults
 from ._files import FileHost
 from ._records import ApiAnswer, Dropped, RequestRecord, current_record
-from ._state import CREDITS_PER_SECOND, Account, HostedFile, ServiceState, SimTask, SlidingWindow
+from ._rules import (
+    CREDITS_PER_SECOND,
+    DURATION_TOLERANCE,
+    MAX_PROMPT_CHARS,
+    MODEL_NAME,
+    MODES,
+    ORIENTATIONS,
+    is_http_url,
+    sign,
+)
+from ._state import Account, HostedFile, ServiceState, SimTask, SlidingWindow
 
 log = logging.getLogger("kling_async.simulator")
 
@@ -285,7 +292,7 @@ class Service:
             headers = {"Content-Type": "application/json"}
             if self.config.webhook_hmac_key:
                 headers["X-Webhook-Timestamp"] = timestamp
-                headers["X-Webhook-Signature"] = compute_signature(
+                headers["X-Webhook-Signature"] = sign(
                     task.task_id, timestamp, self.config.webhook_hmac_key
                 )
             delivery = CallbackDelivery(task.task_id, task.callback_url, attempt, None)

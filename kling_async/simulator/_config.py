@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ..models import RateLimit
+from ._rules import RateWindow
 
 __all__ = ["LIBRARY_USER_AGENTS", "OUTAGE_KINDS", "FaultConfig", "SimulatorConfig"]
 
@@ -106,8 +106,9 @@ class SimulatorConfig:
     webhook_hmac_key: str | None = "sim-webhook-hmac-key"
     #: Real seconds per nominal second: 0.01 runs a 100 s task in 1 s, windows included.
     time_scale: float = 1.0
-    create_limit: RateLimit = RateLimit(20, 10.0)
-    query_limit: RateLimit = RateLimit(10, 1.0)
+    #: Any value with ``max_requests`` and ``window`` (a client ``RateLimit`` too).
+    create_limit: RateWindow = RateWindow(20, 10.0)
+    query_limit: RateWindow = RateWindow(10, 1.0)
     #: Nominal seconds spent in ``waiting``, ``queuing`` and ``generating``.
     waiting_seconds: float = 2.0
     queuing_seconds: float = 8.0

@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from ..errors import MediaValidationError
-from ..media import MIME_TYPES, inspect_video, sniff_format
-from ..models import is_http_url
+from ._media import MIME_TYPES, sniff, video_seconds
 from ._records import ApiAnswer
+from ._rules import is_http_url
 from ._state import HostedFile
 
 if TYPE_CHECKING:
@@ -76,15 +75,8 @@ class FileHost:
     def _host(self, stored: Path, upload_path: str, file_name: str) -> HostedFile:
         """Register a stored file under its public URL, replacing a same-named one."""
         with stored.open("rb") as fh:
-            kind = sniff_format(fh.read(32))
-        video_seconds: float | None = None
-        if kind in ("mp4", "matroska"):
-            try:
-                info = inspect_video(stored)
-                video_seconds = info.duration_s if info.container != "webm" else None
-                kind = info.container
-            except MediaValidationError:
-                video_seconds = None
+            kind = sniff(fh.read(32))
+        seconds = video_seconds(stored, kind) if kind in ("mp4", "mov", "matroska") else None
         mime = MIME_TYPES.get(kind or "", "application/octet-stream")
         now = self.service.now()
         url_path = f"/files/{upload_path}/{file_name}"
@@ -100,7 +92,7 @@ class FileHost:
             mime_type=mime,
             uploaded_at=now,
             expires_at=now + self.service.config.upload_lifetime,
-            video_seconds=video_seconds,
+            video_seconds=seconds,
             image_format=kind if kind in ("jpeg", "png") else None,
         )
         self.service.state.files[url_path] = hosted

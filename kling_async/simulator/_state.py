@@ -14,10 +14,7 @@ from typing import Any
 
 import attrs
 
-from ..models import MODEL_NAME, RateLimit, TaskState
-
-#: Credits per second of output (kie-api.md section 7).
-CREDITS_PER_SECOND = {"720p": 11.0, "1080p": 18.0}
+from ._rules import MODEL_NAME, RateWindow, TaskState
 
 
 @attrs.define
@@ -73,7 +70,7 @@ class SimTask:
 class SlidingWindow:
     """Counts accepted requests in the last ``window`` seconds; over the limit they are refused."""
 
-    def __init__(self, limit: RateLimit) -> None:
+    def __init__(self, limit: RateWindow) -> None:
         self.limit = limit
         self._times: collections.deque[float] = collections.deque()
 
