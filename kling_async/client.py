@@ -147,6 +147,7 @@ class KlingClient:
             raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
         self.callback_url = callback_url
         self._closed = False
+        self._closing = asyncio.Event()
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._waiter = TaskWaiter(
@@ -240,6 +241,7 @@ class KlingClient:
         on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
         """
         self._closed = True
+        self._closing.set()
         self._create_limiter.close()
         self._query_limiter.close()
         await self._waiter.close()
@@ -252,6 +254,10 @@ class KlingClient:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    async def until_closed(self) -> None:
+        """Return once :meth:`close` starts: for work of the caller's that should end with it."""
+        await self._closing.wait()
 
     # -- the one choke point for API requests --------------------------------------------------
     def _auth_headers(self) -> dict[str, str]:

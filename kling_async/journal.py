@@ -130,7 +130,7 @@ class Journal:
 
     def _retrieved(self, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is not None:
-            log.debug("journal %s: %s", self.path, done.exception())
+            log.warning("journal %s: a write failed: %s", self.path, done.exception())
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,12 @@ class Submitter:
             current = asyncio.current_task()
             if owned.done() and current is not None and not current.cancelling():
                 # The session ended the call (it closed), not this caller's own cancellation.
+                if sub.sent:
+                    raise SubmissionUnknownError(
+                        "the session closed while createTask was on the wire; the task may "
+                        "exist, so it is not sent again",
+                        request_body=body,
+                    ) from None
                 raise SessionClosedError("the session closed before createTask was sent") from None
             if not owned.done():
                 self._let_land(owned, sub)

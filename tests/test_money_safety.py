@@ -619,3 +619,32 @@ async def test_a_query_queued_when_the_session_closes_gets_a_library_error(
         await asyncio.wait({first})
     results = await asyncio.gather(queued, return_exceptions=True)
     assert isinstance(results[0], KlingError), results
+
+
+async def test_closing_the_session_ends_a_job_listening_for_its_callback(
+    make_sim: SimFactory,
+) -> None:
+    from kling_async.webhooks import WebhookReceiver
+
+    # The answer is lost and the callback never comes: the job listens until the session closes.
+    sim = await make_sim(
+        callback_drop_rate=1.0,
+        faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})),
+    )
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    url = await receiver.start()
+    outcomes: list[JobOutcome] = []
+    try:
+        kling = session_for(sim, webhook=receiver, callback_url=url)
+
+        async def batch() -> None:
+            async with kling.generate_many(jobs_of(2)) as results:
+                outcomes.extend([o async for o in results])
+
+        async with kling:
+            running = asyncio.create_task(batch())
+            await eventually(lambda: sim.tasks_created[sim.api_key] == 2)
+        await running
+    finally:
+        await receiver.close()
+    assert [type(o.error).__name__ for o in outcomes] == ["SubmissionUnknownError"] * 2

@@ -33,7 +33,7 @@ from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Jo
 from ..media import validate_image, validate_video
 from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
 from ..submission import Submission
-from ..webhooks import callback_token, callback_url_with_token
+from ..webhooks import WebhookReceiver, callback_token, callback_url_with_token
 
 __all__ = ["JobRunner", "OnEvent", "file_stem"]
 
@@ -188,7 +188,7 @@ class JobRunner:
         try:
             if wait and not heard.done() and not receiver.closed:
                 limit = self.job_timeout if self.job_timeout is not None else UNKNOWN_CALLBACK_WAIT
-                await asyncio.wait({heard}, timeout=limit)
+                await self._listen(heard, receiver, limit)
             if not heard.done() or heard.cancelled():
                 raise unknown
             called_back = heard.result()
@@ -211,6 +211,27 @@ class JobRunner:
         await self._record(key, status=CREATED, task_id=task.task_id, error=None)
         log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
         return task.task_id
+
+    async def _listen(
+        self, heard: asyncio.Future[Task], receiver: WebhookReceiver, limit: float
+    ) -> None:
+        """Wait for ``heard`` up to ``limit`` s, less if the session or the receiver closes."""
+        closing: asyncio.Future[Any] = asyncio.ensure_future(self.session.until_closed())
+        try:
+            deadline = asyncio.get_running_loop().time() + limit
+            while not heard.done() and not receiver.closed:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return
+                # A closed receiver resolves nothing: look at it now and then.
+                either: set[asyncio.Future[Any]] = {heard, closing}
+                done, _ = await asyncio.wait(
+                    either, timeout=min(left, 5.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if closing in done:
+                    return
+        finally:
+            closing.cancel()
 
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
         source: MediaSource = job.image if which == "image" else job.video
@@ -281,7 +302,7 @@ class JobRunner:
                 request_body=exc.request_body,
                 job_key=key,
             ) from exc
-        except BaseException as exc:
+        except Exception as exc:
             if sub.sent:
                 # An error no answer explains, after the request left: the task may exist.
                 await self._record(key, status=UNKNOWN, error=f"{type(exc).__name__}: {exc}")
@@ -292,6 +313,10 @@ class JobRunner:
                 ) from exc
             # The service surely created nothing: the job may be tried again later.
             await self._record(key, status=PENDING, error=f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: record, then let it go
+            status = UNKNOWN if sub.sent else PENDING
+            await self._record(key, status=status, error=f"{type(exc).__name__}")
             raise
         await self._record(key, status=CREATED, task_id=task_id, error=None)
         return task_id
