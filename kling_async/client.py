@@ -16,11 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import aiohttp
-
-from .downloads import choose_destination, stream_to_file
+from .downloads import check_video, choose_destination
 from .errors import (
     ConfigurationError,
     KlingError,
@@ -56,8 +54,8 @@ from .settings import (
     check_base_url,
 )
 from .submission import Submission, Submitter
-from .transport import HttpTransport
-from .uploads import OnProgress, Uploader
+from .transport import HttpTransport, OnProgress
+from .uploads import Uploader
 from .waiting import OnUpdate, TaskWaiter
 from .webhooks import WebhookReceiver
 from .wire import (
@@ -67,6 +65,9 @@ from .wire import (
     parse_download_url,
     parse_task,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["KlingClient"]
 
@@ -136,7 +137,6 @@ class KlingClient:
         self._clock = clock
         self._sleep = sleep
         self._rng = random.Random(seed)
-        self._own_http = http_session is None
         self._http = http_session
         self._transport: HttpTransport | None = None
         self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
@@ -180,15 +180,11 @@ class KlingClient:
         )
         self._fetch_file = self._retrying(self._fetch_once, is_transient)
         self._get_task_retried = self._retrying(self._get_task_once, is_transient)
-        # Large transfers: no total limit, but no silence longer than the request timeout.
-        self._transfer_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=request_timeout, sock_read=request_timeout
-        )
         self._uploader = Uploader(
             self._call_safely,
             self.upload_base_url,
             concurrency=upload_concurrency,
-            timeout=self._transfer_timeout,
+            grace=request_timeout,
             min_rate=self.min_transfer_rate,
         )
 
@@ -229,8 +225,6 @@ class KlingClient:
         if self._closed:
             raise SessionClosedError("the session is closed")
         if self._transport is None:
-            if self._http is None:
-                self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
             self._transport = HttpTransport(self._http, timeout=self.request_timeout)
         return self._transport
 
@@ -246,8 +240,8 @@ class KlingClient:
         self._query_limiter.close()
         await self._waiter.close()
         await self._submitter.close()
-        if self._own_http and self._http is not None:
-            await self._http.close()
+        if self._transport is not None:
+            await self._transport.close()
         self._transport = None
 
     @property
@@ -273,7 +267,7 @@ class KlingClient:
         json: Any = None,
         params: Mapping[str, str] | None = None,
         data: Any = None,
-        timeout: aiohttp.ClientTimeout | None = None,
+        total: float | None = None,
         before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> Any:
         """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
@@ -295,7 +289,7 @@ class KlingClient:
                 json=json,
                 params=params,
                 data=data,
-                timeout=timeout,
+                total=total,
                 what=endpoint,
             )
         finally:
@@ -415,6 +409,7 @@ class KlingClient:
         self,
         path: str | os.PathLike[str],
         character_orientation: CharacterOrientation = "video",
+        *,
         on_progress: OnProgress | None = None,
     ) -> UploadedFile:
         """Check a video against the rules for ``character_orientation``, then stream it up."""
@@ -455,7 +450,7 @@ class KlingClient:
         dest: str | os.PathLike[str],
         *,
         overwrite: bool = False,
-        on_progress: Callable[[int, int | None], Any] | None = None,
+        on_progress: OnProgress | None = None,
     ) -> Path:
         """Stream a result to ``dest`` (a file, or a folder to put it in); return the file's path.
 
@@ -478,7 +473,7 @@ class KlingClient:
             await self._fetch_file(
                 url,
                 target,
-                timeout=self._transfer_timeout,
+                accept=check_video,
                 on_progress=on_progress,
                 headers={"User-Agent": self.user_agent},
                 grace=self.request_timeout,
@@ -490,8 +485,9 @@ class KlingClient:
         return target
 
     async def _fetch_once(self, url: str, target: Path, **kwargs: Any) -> int:
-        # The HTTP session is looked up on each attempt: a retry after close() must not use it.
-        return await stream_to_file(self._open().session, url, target, **kwargs)
+        # The transport is looked up on each attempt: a retry after close() must not use it.
+        written: int = await self._open().fetch_to_file(url, target, **kwargs)
+        return written
 
     @property
     def uploads_sent(self) -> int:

@@ -11,31 +11,23 @@ import asyncio
 import base64
 import collections
 import hashlib
-import io
 import os
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiofiles
-import aiofiles.threadpool
-import aiohttp
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.payload import BytesIOPayload, Payload
-
 from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
+from .transport import FilePart, OnProgress, multipart_form
 from .wire import parse_uploaded_file
 
-__all__ = ["FilePayload", "Uploader", "content_digest"]
+__all__ = ["Uploader", "content_digest"]
 
-_CHUNK = 1024 * 1024
 #: In-memory uploads up to this size go as base64 JSON; larger ones as a multipart stream.
 BASE64_MAX_BYTES = 1024 * 1024
 
-OnProgress = Callable[[int, int], Any]
 Call = Callable[..., Awaitable[Any]]
 
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "mp4": ".mp4", "matroska": ".mkv", "gif": ".gif"}
@@ -55,20 +47,6 @@ def content_digest(path: Path) -> tuple[str, int, bytes]:
     return digest.hexdigest(), size, head
 
 
-async def _open_for_reading(path: Path) -> Any:
-    """Open a file in a worker thread; if cancelled meanwhile, the file is still closed."""
-    loop = asyncio.get_running_loop()
-    opening = loop.run_in_executor(None, path.open, "rb")
-    try:
-        raw = await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        opening.add_done_callback(
-            lambda done: done.exception() is None and done.result().close()  # type: ignore[func-returns-value]
-        )
-        raise
-    return aiofiles.threadpool.wrap(raw, loop=loop)
-
-
 #: Files remembered per session (digests and uploads); a batch of a million distinct files
 #: must not keep them all.
 _MEMORY = 10_000
@@ -83,52 +61,6 @@ def _identity(path: Path) -> tuple[str, int, int, int]:
     """What tells a file apart without reading it: path, size, modification time, inode."""
     stat = path.stat()
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
-
-
-class FilePayload(Payload):
-    """A file streamed from disk with aiofiles, with a known size and progress reports."""
-
-    def __init__(
-        self,
-        path: Path,
-        size: int,
-        *,
-        content_type: str,
-        filename: str,
-        on_progress: OnProgress | None = None,
-    ) -> None:
-        super().__init__(path, content_type=content_type, filename=filename)
-        self._path = path
-        self._size = size
-        self._file_size = size
-        self._on_progress = on_progress
-
-    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
-        """Not supported: the payload is streamed, never held as text."""
-        raise TypeError("a streamed file payload cannot be decoded")
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        """Stream the file in chunks; memory use does not grow with its size."""
-        sent = 0
-        total = self._file_size
-        fh = await _open_for_reading(self._path)
-        try:
-            while sent < total:
-                chunk = await fh.read(min(_CHUNK, total - sent))
-                if not chunk:
-                    raise OSError(f"{self._path} shrank while being uploaded")
-                await writer.write(chunk)
-                sent += len(chunk)
-                if self._on_progress is not None:
-                    self._on_progress(sent, total)
-        finally:
-            await asyncio.shield(fh.close())
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        """Stream the file (the length is already known and set)."""
-        await self.write(writer)
 
 
 def default_file_name(digest: str, original: str, head: bytes) -> str:
@@ -160,13 +92,13 @@ class Uploader:
         upload_base_url: str,
         *,
         concurrency: int,
-        timeout: aiohttp.ClientTimeout,
+        grace: float,
         min_rate: float = 50_000.0,
     ) -> None:
         self._call = call
         self._base = upload_base_url
         self._slots = asyncio.Semaphore(concurrency)
-        self._timeout = timeout
+        self._grace = grace
         self._min_rate = min_rate
         self._cache: collections.OrderedDict[tuple[str, int, str], UploadedFile] = (
             collections.OrderedDict()
@@ -222,16 +154,8 @@ class Uploader:
         key = (digest, size, upload_path if file_name is None else f"{upload_path}/{file_name}")
         name = file_name or default_file_name(digest, path.name, head)
 
-        def part() -> Any:
-            return FilePayload(
-                path,
-                size,
-                content_type=mime_of(head, path.name),
-                filename=name,
-                on_progress=on_progress,
-            )
-
-        return await self._once(key, lambda: self._stream(upload_path, name, part, size))
+        part = FilePart(path, size, name, mime_of(head, path.name), on_progress)
+        return await self._once(key, lambda: self._stream(upload_path, part))
 
     async def upload_bytes(
         self, content: bytes, *, upload_path: str, file_name: str | None
@@ -256,12 +180,8 @@ class Uploader:
                     "base64Upload", "/api/file-base64-upload", len(content), json=body
                 )
 
-            def part() -> Any:
-                return BytesIOPayload(
-                    io.BytesIO(content), content_type=mime_of(content[:32], name), filename=name
-                )
-
-            return await self._stream(upload_path, name, part, len(content))
+            part = FilePart(content, len(content), name, mime_of(content[:32], name))
+            return await self._stream(upload_path, part)
 
         return await self._once(key, send)
 
@@ -280,29 +200,21 @@ class Uploader:
                 f"{self._base}/api/file-url-upload",
                 json=body,
                 # The service fetches the file itself: allow for the largest one it takes.
-                timeout=self._deadline(100 * 1024 * 1024),
+                total=self._deadline(100 * 1024 * 1024),
             )
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
-    async def _stream(
-        self, upload_path: str, name: str, part: Callable[[], Any], size: int
-    ) -> UploadedFile:
+    async def _stream(self, upload_path: str, part: FilePart) -> UploadedFile:
         """A multipart stream upload; the body is rebuilt for each attempt (a stream reads once)."""
-
-        def form() -> aiohttp.FormData:
-            data = aiohttp.FormData()
-            data.add_field("uploadPath", upload_path)
-            data.add_field("fileName", name)
-            data.add_field("file", part(), filename=name)
-            return data
-
-        return await self._post("streamUpload", "/api/file-stream-upload", size, data=form)
+        fields = {"uploadPath": upload_path, "fileName": part.filename}
+        form = multipart_form(fields, "file", part)
+        return await self._post("streamUpload", "/api/file-stream-upload", part.size, data=form)
 
     async def _post(self, endpoint: str, path: str, size: int, **kwargs: Any) -> UploadedFile:
         async with self._slots:
             self.sent += 1
             data = await self._call(
-                endpoint, "POST", f"{self._base}{path}", timeout=self._deadline(size), **kwargs
+                endpoint, "POST", f"{self._base}{path}", total=self._deadline(size), **kwargs
             )
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
@@ -356,14 +268,9 @@ class Uploader:
         if flight.task.done() and not flight.task.cancelled():
             flight.task.exception()  # read: every caller may have left before it ended
 
-    def _deadline(self, size: int) -> aiohttp.ClientTimeout:
+    def _deadline(self, size: int) -> float:
         """A whole upload must end: the request timeout, plus its size at the least rate."""
-        grace = self._timeout.sock_read or 30.0
-        return aiohttp.ClientTimeout(
-            total=grace + size / self._min_rate,
-            sock_connect=self._timeout.sock_connect,
-            sock_read=self._timeout.sock_read,
-        )
+        return self._grace + size / self._min_rate
 
     async def _send_and_keep(
         self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]

@@ -162,3 +162,22 @@ def test_no_module_is_far_over_400_lines() -> None:
     sizes = {module_name(p): len(p.read_text().splitlines()) for p in sources()}
     too_big = {name: n for name, n in sizes.items() if n > 550}
     assert not too_big, too_big
+
+
+def test_only_the_transport_talks_to_aiohttps_client() -> None:
+    talkers = set()
+    for path in sources():
+        name = module_name(path)
+        if top_part(name) == "simulator":
+            continue  # a server of its own
+        tree = ast.parse(path.read_text())
+        for node in tree.body:  # module level, outside TYPE_CHECKING
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n == "aiohttp" or n.startswith("aiohttp.") for n in names):
+                talkers.add(name)
+    # The webhook receiver is a server (aiohttp.web), not a client.
+    assert talkers == {"kling_async.transport", "kling_async.webhooks"}, talkers
