@@ -11,9 +11,6 @@ from pathlib import Path
 import attrs
 
 from .models import (
-    MAX_PROMPT_CHARS,
-    MODES,
-    ORIENTATIONS,
     CharacterOrientation,
     Mode,
     Task,
@@ -22,6 +19,7 @@ from .models import (
     one_of,
     optional_text,
 )
+from .rules import MAX_PROMPT_CHARS, MODES, ORIENTATIONS
 
 __all__ = [
     "GenerationResult",

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import ConfigurationError
+from .rules import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, max_video_seconds
 
 __all__ = [
     "MAX_PROMPT_CHARS",
@@ -33,15 +34,9 @@ __all__ = [
     "optional_text",
 ]
 
-#: The only model this library speaks to (kie-api.md section 1.1).
-MODEL_NAME = "kling-2.6/motion-control"
-#: Longest prompt the service accepts (kie-api.md section 1.2).
-MAX_PROMPT_CHARS = 2500
 
 CharacterOrientation = Literal["image", "video"]
 Mode = Literal["720p", "1080p"]
-ORIENTATIONS: tuple[str, ...] = ("image", "video")
-MODES: tuple[str, ...] = ("720p", "1080p")
 
 
 #: An attrs validator: ``validator(instance, attribute, value)`` raises or returns None.
@@ -155,7 +150,7 @@ class MotionControlInput:
     @property
     def max_video_seconds(self) -> float:
         """Longest reference video this orientation allows (10 s for image, 30 s for video)."""
-        return 10.0 if self.character_orientation == "image" else 30.0
+        return max_video_seconds(self.character_orientation)
 
 
 class TaskState(enum.Enum):

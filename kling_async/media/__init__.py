@@ -26,6 +26,17 @@ from typing import Literal
 import attrs
 
 from ..errors import MediaValidationError
+from ..rules import (
+    DURATION_TOLERANCE,
+    MAX_ASPECT,
+    MAX_DIMENSION,
+    MAX_IMAGE_BYTES,
+    MAX_VIDEO_BYTES,
+    MIN_ASPECT,
+    MIN_IMAGE_SIDE,
+    MIN_VIDEO_SECONDS,
+    max_video_seconds,
+)
 from ._images import JPEG_MAGIC, PNG_MAGIC, read_jpeg, read_png
 from ._matroska import EBML_MAGIC, read_matroska
 from ._mp4 import TOP_LEVEL_TYPES, read_mp4
@@ -44,15 +55,6 @@ __all__ = [
     "validate_video",
 ]
 
-MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_VIDEO_BYTES = 100 * 1024 * 1024
-MIN_IMAGE_SIDE = 300  # each side must be strictly greater
-MIN_ASPECT, MAX_ASPECT = 0.4, 2.5  # width / height, i.e. 2:5 to 5:2
-MIN_VIDEO_SECONDS = 3.0
-#: Sides beyond this are a damaged header, not a picture (larger than any 16K frame).
-MAX_DIMENSION = 16384
-#: Encoders pad audio (AAC priming makes a "10.0 s" clip 10.023 s); judge durations this loosely.
-DURATION_TOLERANCE = 0.05
 
 ImageFormat = Literal["jpeg", "png"]
 VideoContainer = Literal["mp4", "mov", "mkv", "webm"]
@@ -292,7 +294,7 @@ def validate_video(
         raise MediaValidationError(
             path, "max-size", f"{info.size_bytes / 1024**2:.1f} MB is over the 100 MB limit"
         )
-    longest = 10.0 if character_orientation == "image" else 30.0
+    longest = max_video_seconds(character_orientation)
     if info.duration_s < MIN_VIDEO_SECONDS - DURATION_TOLERANCE:
         raise MediaValidationError(
             path, "min-duration", f"{info.duration_s:.2f} s is shorter than 3 s"
