@@ -23,6 +23,7 @@ LAYERS = {
     "jobs": 2,
     "settings": 2,
     "retries": 2,
+    "callbacks": 3,
     "transport": 3,
     "ratelimit": 3,
     "webhooks": 4,

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..callbacks import callback_token, callback_url_with_token
 from ..client import KlingClient
 from ..downloads import safe_file_name
 from ..errors import (
@@ -33,7 +34,7 @@ from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Jo
 from ..media import validate_image, validate_video
 from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
 from ..submission import Submission
-from ..webhooks import WebhookReceiver, callback_token, callback_url_with_token
+from ..webhooks import WebhookReceiver
 
 __all__ = ["JobRunner", "OnEvent", "file_stem"]
 
