@@ -10,20 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .base import BaseClient
 from .downloads import check_video, choose_destination
 from .errors import (
     ConfigurationError,
     KlingError,
     ProtocolError,
-    SessionClosedError,
 )
 from .media import validate_image, validate_video
 from .models import (
@@ -36,9 +34,8 @@ from .models import (
     is_http_url,
 )
 from .ratelimit import Clock, RateLimiter, Sleep
-from .retries import is_transient, with_retries
+from .retries import is_transient
 from .settings import (
-    API_KEY_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_CREATE_LIMIT,
     DEFAULT_FALLBACK_POLL,
@@ -51,16 +48,14 @@ from .settings import (
     IMAGE_UPLOAD_PATH,
     URL_UPLOAD_PATH,
     VIDEO_UPLOAD_PATH,
-    check_base_url,
 )
 from .submission import Submission, Submitter
-from .transport import HttpTransport, OnProgress
+from .transport import OnProgress
 from .uploads import Uploader
 from .waiting import OnUpdate, TaskWaiter
 from .webhooks import WebhookReceiver
 from .wire import (
     create_task_body,
-    decode_answer,
     parse_credits,
     parse_download_url,
     parse_task,
@@ -74,7 +69,7 @@ __all__ = ["KlingClient"]
 log = logging.getLogger("kling_async")
 
 
-class KlingClient:
+class KlingClient(BaseClient):
     """An async session with kie.ai's kling-2.6/motion-control model.
 
     Use it as ``async with KlingSession(api_key) as kling:``. Every coroutine of the session shares
@@ -112,33 +107,26 @@ class KlingClient:
         sleep: Sleep = asyncio.sleep,
         seed: int | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
-        if not key or not key.strip():
-            raise ConfigurationError(
-                f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable"
-            )
-        if max_retries < 0 or request_timeout <= 0:
-            raise ConfigurationError("max_retries must be >= 0 and request_timeout > 0")
-        if not user_agent or not user_agent.isprintable() or not user_agent.isascii():
-            raise ConfigurationError("user_agent must be printable ASCII text")
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            upload_base_url=upload_base_url,
+            max_retries=max_retries,
+            request_timeout=request_timeout,
+            retry_base=retry_base,
+            retry_cap=retry_cap,
+            user_agent=user_agent,
+            allow_insecure_http=allow_insecure_http,
+            http_session=http_session,
+            seed=seed,
+        )
         if not min_transfer_rate > 0:
             raise ConfigurationError("min_transfer_rate must be > 0 (bytes per second)")
-        self.user_agent = user_agent
         self.min_transfer_rate = float(min_transfer_rate)
-        self.__api_key = key.strip()
-        self.base_url = check_base_url("base_url", base_url, allow_insecure_http)
-        self.upload_base_url = check_base_url(
-            "upload_base_url", upload_base_url, allow_insecure_http
-        )
         self.create_limit = create_limit
         self.query_limit = query_limit
-        self.max_retries = max_retries
-        self.request_timeout = request_timeout
         self._clock = clock
         self._sleep = sleep
-        self._rng = random.Random(seed)
-        self._http = http_session
-        self._transport: HttpTransport | None = None
         self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
         self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
         if callback_url is not None and not is_http_url(callback_url):
@@ -146,10 +134,6 @@ class KlingClient:
         if webhook is not None and callback_url is None:
             raise ConfigurationError("a webhook receiver needs the callback_url it is reached at")
         self.callback_url = callback_url
-        self._closed = False
-        self._closing = asyncio.Event()
-        self._retry_base = retry_base
-        self._retry_cap = retry_cap
         self._waiter = TaskWaiter(
             self._get_task_once,
             poll=poll,
@@ -188,26 +172,6 @@ class KlingClient:
             min_rate=self.min_transfer_rate,
         )
 
-    def _retrying(
-        self,
-        target: Callable[..., Awaitable[Any]],
-        should_retry: Callable[[Exception], bool],
-        floor: Callable[[Exception], float] | None = None,
-    ) -> Callable[..., Awaitable[Any]]:
-        return with_retries(
-            target,
-            should_retry,
-            max_tries=self.max_retries + 1,
-            base=self._retry_base,
-            cap=self._retry_cap,
-            rng=self._rng,
-            floor=floor,
-        )
-
-    def __repr__(self) -> str:
-        name = type(self).__name__
-        return f"{name}(base_url={self.base_url!r}, upload_base_url={self.upload_base_url!r})"
-
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self._open()
@@ -221,13 +185,6 @@ class KlingClient:
     ) -> None:
         await self.close()
 
-    def _open(self) -> HttpTransport:
-        if self._closed:
-            raise SessionClosedError("the session is closed")
-        if self._transport is None:
-            self._transport = HttpTransport(self._http, timeout=self.request_timeout)
-        return self._transport
-
     async def close(self) -> None:
         """End waits still in flight (they raise ``SessionClosedError``) and close connections.
 
@@ -235,80 +192,11 @@ class KlingClient:
         on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
         """
         self._closed = True
-        self._closing.set()
         self._create_limiter.close()
         self._query_limiter.close()
         await self._waiter.close()
         await self._submitter.close()
-        if self._transport is not None:
-            await self._transport.close()
-        self._transport = None
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
-    async def until_closed(self) -> None:
-        """Return once :meth:`close` starts: for work of the caller's that should end with it."""
-        await self._closing.wait()
-
-    # -- the one choke point for API requests --------------------------------------------------
-    def _auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.__api_key}", "User-Agent": self.user_agent}
-
-    async def _call(
-        self,
-        endpoint: str,
-        method: str,
-        url: str,
-        *,
-        limiter: RateLimiter | None = None,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        data: Any = None,
-        total: float | None = None,
-        before_send: Callable[[], Awaitable[None]] | None = None,
-    ) -> Any:
-        """Send one request (holding a rate-limit slot while in flight) and decode its answer."""
-        transport = self._open()
-        if callable(data):
-            data = data()  # a fresh multipart body for each attempt: a stream is read once
-        started = time.perf_counter()
-        if limiter is not None:
-            await limiter.acquire()
-        try:
-            # The wait for a slot may have outlived the session.
-            transport = self._open()
-            if before_send is not None:
-                await before_send()
-            answer = await transport.send(
-                method,
-                url,
-                headers=self._auth_headers(),
-                json=json,
-                params=params,
-                data=data,
-                total=total,
-                what=endpoint,
-            )
-        finally:
-            if limiter is not None:
-                limiter.release()
-        log.debug(
-            "%s %s -> HTTP %d in %.0f ms",
-            method,
-            endpoint,
-            answer.status,
-            (time.perf_counter() - started) * 1000,
-        )
-        return decode_answer(
-            answer.status,
-            answer.headers,
-            answer.body,
-            endpoint=endpoint,
-            now=datetime.now(UTC),
-        )
+        await self._close_transport()
 
     # -- tasks ---------------------------------------------------------------------------------
     async def create_task(

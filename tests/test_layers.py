@@ -32,6 +32,7 @@ LAYERS = {
     "uploads": 4,
     "waiting": 5,
     "submission": 5,
+    "base": 5,
     "client": 6,
     "batch": 7,
     "session": 8,
