@@ -4,6 +4,8 @@ Every API request goes through :meth:`BaseClient._call`: it opens the transport 
 a rate-limit slot while the request is in flight, adds the key and the User-Agent, and decodes
 the answer (errors become the library's own). Retries are wrapped here too, once, for whoever
 asks. The key never leaves this class: not in a repr, a log line or an error.
+
+Bounds: it knows no endpoint's meaning beyond decoding answers; never imports the batch layer.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ The service signs ``taskId + "." + timestamp`` with the account's webhook HMAC k
 standard Base64; kie-api.md section 3.2). Owns checking that signature, parsing a callback's body
 into a :class:`~kling_async.models.Task`, and the ``kling_job`` token of a callback URL. No I/O:
 the receiver that serves callbacks over HTTP is :mod:`kling_async.webhooks`.
+
+Does no I/O: the HTTP receiver is webhooks.py; confirming a task is the caller's.
 """
 
 from __future__ import annotations

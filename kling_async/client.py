@@ -3,6 +3,8 @@
 Owns the connection's lifecycle, the one choke point every API request goes through, and the work
 it starts (waits, createTask calls). Knows nothing of batches, jobs or journals: those are built on
 top of it (``kling_async.batch``) and composed with it in ``KlingSession``.
+
+Bounds: it never imports the batch layer or the session: they are built on it.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The transfer itself (streamed to ``name.part``, with a deadline that grows with what arrives,
 then an atomic rename) is :meth:`kling_async.transport.HttpTransport.fetch_to_file`; this module
 decides the file name and refuses what is not a video (an HTML error page served with a 200).
+
+Does no network I/O of its own: the transfer is the transport's.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@
 
 An error code found in the body's ``code`` and the same code sent as an HTTP status map to the
 same class (see :func:`api_error_for`).
+
+Bounds: it imports nothing of the library but a model's type; every other module raises from
+here.
 """
 
 from __future__ import annotations

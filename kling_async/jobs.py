@@ -1,4 +1,7 @@
-"""Values of the batch layer: a job, its events, its outcome (no I/O here)."""
+"""Values of the batch layer: a job, its events, its outcome (no I/O here).
+
+Does no I/O; never imports the client, the journal or the batch runner.
+"""
 
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ before the answer is recorded, the rerun reports it as unknown rather than creat
 
 All SQLite work runs on one private thread, off the event loop. The journal holds an exclusive
 lock while open, so a second batch on the same file gets :class:`JournalLockedError`.
+
+Bounds: it knows nothing of HTTP or the service; it records what the batch runner tells it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Plain, frozen value objects of the library; each checks itself when built (no I/O here)."""
+"""Plain, frozen value objects of the library; each checks itself when built (no I/O here).
+
+Does no I/O, no clock; knows the rules (rules.py), not the wire format or the network.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ the answer *came back*. A request therefore holds its slot while in flight, and 
 back the slot stays taken for one full window counted from that moment. Since the answer comes
 back after the request arrived, any request sent later than one window after it arrives more than
 one window later too: the service's window never holds more than N. Sleepers hold no slot.
+
+Bounds: it knows nothing of HTTP or the API: it only grants slots.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ an answer that cannot be read, or 200 with     may exist       ``SubmissionUnkno
 no ``taskId``
 cancelled after the request left               may exist       a batch lets it finish
 =============================================  ==============  ==========================
+
+Does no I/O of its own; never decides anything about a particular request but by its
+error.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Pure values, no I/O. The media validator, the models and the cost figures read them from here;
 the simulator keeps its own copy on purpose (a test double must not share the code it tests).
 Sources: ``shared/kie-api.md`` sections 1.2 (inputs), 6 (limits) and 7 (prices).
+
+Touches nothing: no I/O, no clock, no other module of the library.
 """
 
 from __future__ import annotations

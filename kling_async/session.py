@@ -2,6 +2,8 @@
 
 The batch layer (``kling_async.batch``) is built on :class:`~kling_async.client.KlingClient`; this
 module is the only place that puts the two together, so neither imports the other's caller.
+
+Bounds: it holds no logic of its own beyond putting the client and the batch layer together.
 """
 
 from __future__ import annotations

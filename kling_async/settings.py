@@ -1,6 +1,8 @@
 """Session settings shared by the client and the session: defaults, and base URL checks (pure).
 
 Owns the documented defaults of ``KlingSession``'s keyword arguments. Touches no I/O.
+
+Does no I/O; never reads the key (base.py does) or builds a session.
 """
 
 from __future__ import annotations

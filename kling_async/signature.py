@@ -1,4 +1,7 @@
-"""The webhook signature scheme of the service (kie-api.md section 3.2), as pure functions."""
+"""The webhook signature scheme of the service (kie-api.md section 3.2), as pure functions.
+
+Does no I/O; knows nothing of HTTP, callbacks' bodies or the receiver.
+"""
 
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ the call runs and readable by whoever started it, even after being cancelled. :c
 runs each call in a task of its own, retries only what surely created nothing, lets a call on the
 wire land when its caller leaves, and ends what it owns on ``close()``. It sends through the
 client's one choke point and never touches aiohttp, batches or journals.
+
+Bounds: it never touches aiohttp, batches or journals; the caller records what it reports.
 """
 
 from __future__ import annotations

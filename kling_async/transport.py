@@ -5,6 +5,8 @@ answer whole (with a size cap), file bodies streamed from disk in constant memor
 downloads with a deadline that grows with what arrives. aiohttp's errors are mapped to
 :class:`~kling_async.errors.TransportError` here and nowhere else, keeping apart "the request
 surely never left" (connect failed) from "it may have arrived". It knows nothing of the API.
+
+Bounds: it knows nothing of the API's endpoints, answers' meaning, retries or rate limits.
 """
 
 from __future__ import annotations

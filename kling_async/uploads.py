@@ -3,6 +3,9 @@
 A file is named by its content hash plus its extension, so concurrent uploads never overwrite one
 another on the service (which overwrites same-named files), and a repeated upload of the same name
 is harmless: that is what makes upload retries safe (kie-api.md section 4).
+
+Bounds: it never touches aiohttp (the transport builds bodies) nor the media rules (the client
+checks).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 A wait ends only with the task's outcome, its own deadline, or an answer that speaks of the task
 itself. Failures that say nothing about the task (429, 455, 5xx, a dropped connection, an answer
 that cannot be read) are "no news": the wait polls again later, backing off, until its deadline.
+
+Bounds: it never creates tasks or touches aiohttp; it asks through the query function it is
+given.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ query, which the signature does **not** cover: anyone who captured one signed ca
 replay it to any token. A task found by token is therefore only a lead. The caller must query
 it (recordInfo) and check that the service recorded this very token in the task's
 ``callBackUrl``: ``callback_token(task.callback_url) == token``. The receiver does not do this.
+
+Bounds: it never queries the service: a callback's outcome is confirmed by the waiter.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ strings, seconds or milliseconds); requests are built exactly (kie-api.md sectio
 What cannot be read raises ``ProtocolError`` (an ``APIError`` and a ``ValueError``), and nothing
 else: no answer makes ``decode_answer`` or a ``parse_*`` function raise another exception
 (see the property tests).
+
+Does no I/O, no clock (callers pass ``now``); never retries, sleeps or opens a
+connection.
 """
 
 from __future__ import annotations
