@@ -194,6 +194,7 @@ class KlingClient(BaseClient):
         on the wire is given up to ``request_timeout`` to land first; one not yet sent is dropped.
         """
         self._closed = True
+        self._closing.set()  # first: work of the caller's that listens for it ends at once
         self._create_limiter.close()
         self._query_limiter.close()
         await self._waiter.close()
@@ -299,7 +300,6 @@ class KlingClient(BaseClient):
         self,
         path: str | os.PathLike[str],
         character_orientation: CharacterOrientation = "video",
-        *,
         on_progress: OnProgress | None = None,
     ) -> UploadedFile:
         """Check a video against the rules for ``character_orientation``, then stream it up."""

@@ -197,6 +197,7 @@ class HttpTransport:
     def __init__(self, session: aiohttp.ClientSession | None, *, timeout: float) -> None:
         self._own = session is None
         self._session = session
+        self._closed = False
         self._request_timeout = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._idle = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
@@ -204,12 +205,15 @@ class HttpTransport:
     @property
     def session(self) -> aiohttp.ClientSession:
         """The HTTP session, made on first use unless one was given."""
+        if self._closed:
+            raise SessionClosedError("the session is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
         return self._session
 
     async def close(self) -> None:
-        """Close the HTTP session if it was made here."""
+        """Close the HTTP session if it was made here; none is made after this."""
+        self._closed = True
         if self._own and self._session is not None:
             await self._session.close()
 

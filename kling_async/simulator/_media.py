@@ -47,24 +47,42 @@ def sniff(head: bytes) -> str | None:
 
 
 def video_seconds(path: Path, kind: str) -> float | None:
-    """A video's duration in seconds, or None when it cannot be read."""
+    """A video's duration in seconds, or None when it cannot be read (never an error)."""
     try:
         with path.open("rb") as fh:
             size = path.stat().st_size
-            seconds = _mp4(fh, 0, size) if kind in ("mp4", "mov") else _matroska(fh, size)
-    except (OSError, struct.error, ValueError):
+            seconds = _mp4(fh, size) if kind in ("mp4", "mov") else _matroska(fh, size)
+    except Exception:  # a file the reader cannot follow has no duration, whatever broke
         return None
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         return None
     return seconds
 
 
-def _mp4(fh: BinaryIO, start: int, end: int) -> float | None:
-    """Walk boxes from ``start`` to ``end``; descend into ``moov`` to read ``mvhd``."""
+class _Movie:
+    """What the MP4 walk has found: the video track, its clock, and its fragments."""
+
+    def __init__(self) -> None:
+        self.boxes = 0
+        self.movie: tuple[int, int] | None = None  # (timescale, duration) of mvhd
+        self.video_id: int | None = None
+        self.video: tuple[int, int] | None = None  # (timescale, duration) of the video's mdhd
+        self.defaults: dict[int, int] = {}  # track id -> default sample duration (trex)
+        self.fragments: dict[int, int] = {}  # track id -> summed sample durations (moof)
+
+
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"mvex", b"moof", b"traf"}
+_LEAF_READ = 4 * 1024 * 1024
+
+
+def _boxes(fh: BinaryIO, start: int, end: int, movie: _Movie) -> list[tuple[bytes, int, int]]:
+    """The boxes between ``start`` and ``end``: (type, body start, body end)."""
+    found = []
     offset = start
-    for _ in range(_BOX_LIMIT):
-        if offset + 8 > end:
-            return None
+    while offset + 8 <= end:
+        movie.boxes += 1
+        if movie.boxes > _BOX_LIMIT:
+            raise ValueError("too many boxes")
         fh.seek(offset)
         size, kind = struct.unpack(">I4s", fh.read(8))
         header = 8
@@ -73,19 +91,114 @@ def _mp4(fh: BinaryIO, start: int, end: int) -> float | None:
             header = 16
         elif size == 0:
             size = end - offset
-        if size < header:
-            return None
-        if kind == b"moov":
-            return _mp4(fh, offset + header, min(offset + size, end))
-        if kind == b"mvhd":
-            version = fh.read(1)[0]
-            fh.read(3)
-            if version == 1:
-                _, _, timescale, duration = struct.unpack(">QQIQ", fh.read(28))
-            else:
-                _, _, timescale, duration = struct.unpack(">IIII", fh.read(16))
-            return duration / timescale if timescale else None
+        if size < header or offset + size > end:
+            break
+        found.append((kind, offset + header, offset + size))
         offset += size
+    return found
+
+
+def _walk(fh: BinaryIO, start: int, end: int, movie: _Movie, depth: int) -> None:
+    if depth > 6:
+        raise ValueError("boxes nested too deeply")
+    track: dict[str, int | bytes] = {}
+    for kind, body, stop in _boxes(fh, start, end, movie):
+        if kind in _CONTAINERS:
+            if kind == b"trak":
+                _track(fh, body, stop, movie, depth + 1)
+            elif kind == b"traf":
+                _fragment(fh, body, stop, movie, depth + 1)
+            else:
+                _walk(fh, body, stop, movie, depth + 1)
+            continue
+        fh.seek(body)
+        data = fh.read(min(stop - body, _LEAF_READ))
+        if kind == b"mvhd":
+            movie.movie = _clock(data)
+        elif kind == b"trex" and len(data) >= 16:
+            track_id, _, duration = struct.unpack(">III", data[4:16])
+            movie.defaults[track_id] = duration
+        track[kind.decode("latin-1")] = data
+
+
+def _clock(data: bytes) -> tuple[int, int]:
+    """(timescale, duration) of an ``mvhd`` or ``mdhd`` body."""
+    if data[0] == 1:
+        timescale, duration = struct.unpack(">IQ", data[20:32])
+    else:
+        timescale, duration = struct.unpack(">II", data[12:20])
+    return timescale, duration
+
+
+def _track(fh: BinaryIO, start: int, end: int, movie: _Movie, depth: int) -> None:
+    """A ``trak``: if its handler is video, remember its id and its ``mdhd`` clock."""
+    track_id = None
+    handler = b""
+    clock = None
+    stack = [(start, end, depth)]
+    while stack:
+        a, b, level = stack.pop()
+        if level > 8:
+            raise ValueError("boxes nested too deeply")
+        for kind, body, stop in _boxes(fh, a, b, movie):
+            if kind in (b"mdia", b"minf"):
+                stack.append((body, stop, level + 1))
+                continue
+            fh.seek(body)
+            data = fh.read(min(stop - body, 64))
+            if kind == b"tkhd":
+                track_id = struct.unpack(">I", data[20:24] if data[0] == 1 else data[12:16])[0]
+            elif kind == b"hdlr":
+                handler = data[8:12]
+            elif kind == b"mdhd":
+                clock = _clock(data)
+    if handler == b"vide" and movie.video_id is None:
+        movie.video_id = track_id
+        movie.video = clock
+
+
+def _fragment(fh: BinaryIO, start: int, end: int, movie: _Movie, depth: int) -> None:
+    """A ``traf``: add its samples' durations to its track's total."""
+    track_id = None
+    default = None
+    for kind, body, stop in _boxes(fh, start, end, movie):
+        fh.seek(body)
+        if kind == b"tfhd":
+            data = fh.read(min(stop - body, 64))
+            flags = int.from_bytes(data[1:4], "big")
+            track_id = struct.unpack(">I", data[4:8])[0]
+            at = 8 + (8 if flags & 0x01 else 0) + (4 if flags & 0x02 else 0)
+            if flags & 0x08:
+                default = struct.unpack(">I", data[at : at + 4])[0]
+        elif kind == b"trun" and track_id is not None:
+            data = fh.read(min(stop - body, _LEAF_READ))
+            flags = int.from_bytes(data[1:4], "big")
+            count = struct.unpack(">I", data[4:8])[0]
+            at = 8 + (4 if flags & 0x01 else 0) + (4 if flags & 0x04 else 0)
+            each = sum(4 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+            if flags & 0x100:
+                total = 0
+                for index in range(min(count, len(data) // max(each, 1))):
+                    total += struct.unpack(">I", data[at + index * each : at + index * each + 4])[0]
+            else:
+                total = count * (
+                    default if default is not None else movie.defaults.get(track_id, 0)
+                )
+            movie.fragments[track_id] = movie.fragments.get(track_id, 0) + total
+
+
+def _mp4(fh: BinaryIO, end: int) -> float | None:
+    """The video track's duration (its ``mdhd``, or its fragments), else the movie's."""
+    movie = _Movie()
+    _walk(fh, 0, end, movie, 0)
+    if movie.video is not None:
+        timescale, duration = movie.video
+        if movie.video_id in movie.fragments and timescale:
+            duration += movie.fragments[movie.video_id]
+        if duration and timescale:
+            return duration / timescale
+    if movie.movie is not None and movie.movie[0]:
+        return movie.movie[1] / movie.movie[0]
     return None
 
 
@@ -124,9 +237,9 @@ def _matroska(fh: BinaryIO, end: int) -> float | None:
             stack_end = end if unknown else min(body + size, end)
             offset = body
             continue
-        if element == 0x2AD7B1:  # TimecodeScale
+        if element == 0x2AD7B1 and size <= 8:  # TimecodeScale
             scale = int.from_bytes(fh.read(size), "big")
-        elif element == 0x4489:  # Duration
+        elif element == 0x4489 and size in (4, 8):  # Duration
             raw = fh.read(size)
             duration = struct.unpack(">f" if size == 4 else ">d", raw)[0]
         elif element == 0x1F43B675:  # Cluster: the Info is behind us
