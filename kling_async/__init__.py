@@ -7,6 +7,7 @@ from .errors import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    CreditLimitError,
     DownloadError,
     EdgeBlockedError,
     FeatureDisabledError,
@@ -50,6 +51,7 @@ from .models import (
     TaskState,
     UploadedFile,
 )
+from .rules import estimate_credits
 from .session import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL, KlingSession
 from .submission import Submission
 
@@ -62,6 +64,7 @@ __all__ = [
     "AuthenticationError",
     "BatchRun",
     "ConfigurationError",
+    "CreditLimitError",
     "DownloadError",
     "EdgeBlockedError",
     "FeatureDisabledError",
@@ -103,6 +106,7 @@ __all__ = [
     "WebhookError",
     "WebhookVerificationError",
     "__version__",
+    "estimate_credits",
     "inspect_image",
     "inspect_video",
     "validate_image",

@@ -23,6 +23,7 @@
     │                                also a ``ValueError``
     ├── TaskFailedError(task)        the task ended in state ``fail``
     ├── TaskTimeoutError             a wait passed its deadline (also a ``TimeoutError``)
+    ├── CreditLimitError             a batch's ``max_credits`` would be passed: not created
     ├── DownloadError                a result is not a video (an error page), or cannot be saved
     ├── MediaValidationError         a local file broke a rule of the service, or cannot be read
     ├── SessionClosedError           the session closed while an operation was waiting
@@ -54,6 +55,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ConfigurationError",
+    "CreditLimitError",
     "DownloadError",
     "EdgeBlockedError",
     "FeatureDisabledError",
@@ -273,6 +275,10 @@ class TaskTimeoutError(KlingError, TimeoutError):
         self.task_id = task_id
         self.timeout = timeout
         self.last_task = last_task
+
+
+class CreditLimitError(KlingError):
+    """Creating this job's task would take the batch's estimated spend over ``max_credits``."""
 
 
 class DownloadError(KlingError):

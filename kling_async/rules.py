@@ -24,6 +24,7 @@ __all__ = [
     "MODEL_NAME",
     "MODES",
     "ORIENTATIONS",
+    "estimate_credits",
     "max_video_seconds",
 ]
 
@@ -55,3 +56,16 @@ DOLLARS_PER_CREDIT = 0.005
 def max_video_seconds(character_orientation: str) -> float:
     """Longest reference video allowed: 10 s with the image's orientation, else 30 s."""
     return 10.0 if character_orientation == "image" else 30.0
+
+
+def estimate_credits(video_seconds: float, mode: str = "720p") -> float:
+    """Credits a clip is expected to cost: the per-second price of ``mode`` times its length.
+
+    The service's rounding is not documented (kie-api.md section 7 marks it unknown); this is the
+    exact product, rounded to cents of a credit.
+    """
+    if mode not in CREDITS_PER_SECOND:
+        raise ValueError(f"mode must be one of {', '.join(CREDITS_PER_SECOND)}; got {mode!r}")
+    if not video_seconds >= 0:
+        raise ValueError(f"video_seconds must be a number of seconds; got {video_seconds!r}")
+    return round(CREDITS_PER_SECOND[mode] * video_seconds, 2)

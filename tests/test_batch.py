@@ -51,11 +51,14 @@ async def test_generate_one_clip_end_to_end(sim: Simulator, tmp_path: Path) -> N
     assert result.result_urls == result.task.result_urls and len(result.files) == 1
     assert result.files[0].parent == tmp_path and result.files[0].stat().st_size > 0
     kinds = [e.kind for e in events]
-    assert kinds[:5] == [JobEventKind.VALIDATED, JobEventKind.UPLOADED] * 2 + [JobEventKind.CREATED]
+    # Both files are judged before either is uploaded.
+    assert kinds[:5] == [JobEventKind.VALIDATED] * 2 + [JobEventKind.UPLOADED] * 2 + [
+        JobEventKind.CREATED
+    ]
     assert kinds[-1] is JobEventKind.DOWNLOADED
     states = [e.task.state for e in events if e.kind is JobEventKind.STATE_CHANGED and e.task]
     assert states[-1] is TaskState.SUCCESS
-    assert events[1].bytes == (MEDIA / "portrait.png").stat().st_size
+    assert events[0].bytes == (MEDIA / "portrait.png").stat().st_size
     assert events[-1].bytes == result.files[0].stat().st_size
 
 

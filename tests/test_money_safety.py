@@ -648,3 +648,36 @@ async def test_closing_the_session_ends_a_job_listening_for_its_callback(
     finally:
         await receiver.close()
     assert [type(o.error).__name__ for o in outcomes] == ["SubmissionUnknownError"] * 2
+
+
+# -- costs -----------------------------------------------------------------------------------
+def test_estimate_credits_uses_the_documented_prices() -> None:
+    from kling_async import estimate_credits
+
+    assert estimate_credits(10.0, "720p") == 110.0
+    assert estimate_credits(10.0, "1080p") == 180.0
+    with pytest.raises(ValueError, match="mode"):
+        estimate_credits(10.0, "4k")
+
+
+async def test_max_credits_stops_creation_before_the_budget_is_passed(sim: Simulator) -> None:
+    from kling_async import CreditLimitError
+
+    async with session_for(sim) as kling:
+        # d10.0.mp4 lasts 10 s: 110 credits a task at 720p; 250 allows two of four.
+        outcomes = await run_all(kling, jobs_of(4), max_credits=250, max_pending=1)
+    refused = [o for o in outcomes if isinstance(o.error, CreditLimitError)]
+    assert len(refused) == 2 and "max_credits" in str(refused[0].error)
+    assert sum(o.ok for o in outcomes) == 2 and sim.tasks_created[sim.api_key] == 2
+    assert sim.count("streamUpload") == 2  # refused jobs reuse the uploads; nothing more is sent
+
+
+async def test_a_bad_video_costs_no_upload(sim: Simulator, tmp_path: Path) -> None:
+    from kling_async import MediaValidationError
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all")
+    async with session_for(sim) as kling:
+        (outcome,) = await run_all(kling, [Job(IMAGE, text, key="bad")])
+    assert isinstance(outcome.error, MediaValidationError) and "notes.mp4" in str(outcome.error)
+    assert sim.count("streamUpload") == 0

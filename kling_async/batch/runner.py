@@ -25,6 +25,8 @@ from ..callbacks import callback_token, callback_url_with_token
 from ..client import KlingClient
 from ..downloads import safe_file_name
 from ..errors import (
+    ConfigurationError,
+    CreditLimitError,
     KlingError,
     SubmissionUnknownError,
     TaskFailedError,
@@ -33,6 +35,7 @@ from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource
 from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
 from ..media import validate_image, validate_video
 from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
+from ..rules import estimate_credits
 from ..submission import Submission
 from ..webhooks import WebhookReceiver
 
@@ -60,6 +63,7 @@ class JobRunner:
         on_event: OnEvent | None = None,
         callback_url: str | None = None,
         job_timeout: float | None = None,
+        max_credits: float | None = None,
     ) -> None:
         self.session = session
         self.journal = journal
@@ -67,6 +71,11 @@ class JobRunner:
         self.on_event = on_event
         self.callback_url = callback_url
         self.job_timeout = job_timeout
+        if max_credits is not None and not max_credits >= 0:
+            raise ConfigurationError(f"max_credits must be a number >= 0; got {max_credits!r}")
+        self.max_credits = max_credits
+        #: Estimated credits of the tasks this runner created (or may have): the batch's spend.
+        self._committed = 0.0
         # Journal bookkeeping of createTask calls whose job was cancelled while they were on
         # the wire: owned here, awaited by :meth:`landed` before the journal closes.
         self._landing: set[asyncio.Task[None]] = set()
@@ -114,6 +123,8 @@ class JobRunner:
             return await self._settled(job, record)
         task_id = record.task_id if record is not None else None
         if task_id is None:
+            # Both files are judged before either is uploaded: a bad video costs no upload.
+            seconds = await self._validate(job)
             inp = MotionControlInput(
                 await self._media(job, "image", record),
                 await self._media(job, "video", record),
@@ -123,17 +134,21 @@ class JobRunner:
             )
             if before_create is not None:
                 await before_create()
+            cost = self._reserve(job, seconds)
             # A token of this submission alone: a callback of an earlier take of the same job
             # can never be taken for this one.
             token = secrets.token_urlsafe(18)
             try:
                 task_id = await self._create(key, inp, token)
-            except SubmissionUnknownError as unknown:
+            except SubmissionUnknownError as unknown:  # it may exist: its cost stays counted
                 if after_create is not None:
                     after_create()  # the batch may go on while this job listens for its callback
                     after_create = None
                 # With a webhook receiver, the task's callback can still tell us its id.
                 task_id = await self._resolve_by_callback(key, token, unknown, wait=True)
+            except BaseException:
+                self._committed -= cost  # surely not created (or the job is going away unsent)
+                raise
             finally:
                 if after_create is not None:
                     after_create()
@@ -234,6 +249,43 @@ class JobRunner:
         finally:
             closing.cancel()
 
+    async def _validate(self, job: Job) -> float | None:
+        """Judge the job's local files (headers only); return the video's seconds if known."""
+        seconds = None
+        for which, source in (("image", job.image), ("video", job.video)):
+            if isinstance(source, UploadedFile) or is_http_url(os.fspath(source)):
+                continue
+            path = Path(os.fspath(source))
+            if which == "image":
+                size = (await asyncio.to_thread(validate_image, path)).size_bytes
+            else:
+                info = await asyncio.to_thread(validate_video, path, job.character_orientation)
+                size, seconds = info.size_bytes, info.duration_s
+            await self.emit(
+                JobEventKind.VALIDATED, job.job_key, path=path, bytes=size, detail=which
+            )
+        return seconds
+
+    def _reserve(self, job: Job, seconds: float | None) -> float:
+        """Count the job's estimated cost against ``max_credits``; refuse what would pass it."""
+        if self.max_credits is None:
+            return 0.0
+        if seconds is None:
+            raise CreditLimitError(
+                f"job {job.job_key}: its video is not a local file, so its cost cannot be "
+                "estimated; with max_credits set it is not created"
+            )
+        cost = estimate_credits(seconds, job.mode)
+        if self._committed + cost > self.max_credits:
+            raise CreditLimitError(
+                f"job {job.job_key}: its task would cost about {cost:g} credits, taking the "
+                f"batch to {self._committed + cost:g} of max_credits={self.max_credits:g}; "
+                "it is not created"
+            )
+        # Counted at once (before any await): concurrent jobs never overshoot together.
+        self._committed += cost
+        return cost
+
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
         source: MediaSource = job.image if which == "image" else job.video
         key = job.job_key
@@ -248,13 +300,6 @@ class JobRunner:
             if url and expires and expires > datetime.now(UTC) + UPLOAD_MARGIN:
                 return url
         path = Path(text)
-        if which == "image":
-            info_size = (await asyncio.to_thread(validate_image, path)).size_bytes
-        else:
-            info_size = (
-                await asyncio.to_thread(validate_video, path, job.character_orientation)
-            ).size_bytes
-        await self.emit(JobEventKind.VALIDATED, key, path=path, bytes=info_size, detail=which)
         if which == "image":
             uploaded = await self.session.upload_image(path)
         else:
