@@ -193,11 +193,19 @@ class Journal:
         if self._closed:
             return
         self._closed = True
+        # In the journal's thread, in order: writes queued before the close still happen.
+        closing = asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)
+        closing.add_done_callback(self._retrieved)
+        self._executor.shutdown(wait=False)
         try:
-            # In the journal's thread, in order: writes queued before the close still happen.
-            await self._run(self._close_sync)
-        finally:
-            self._executor.shutdown(wait=False)
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            # Cancelled while closing: the lock must still be gone before the caller goes on,
+            # or a rerun started right after finds the journal "in use".
+            await asyncio.wait({closing})
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise JournalError(f"journal {self.path}: {type(exc).__name__}: {exc}") from exc
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -681,3 +681,19 @@ async def test_a_bad_video_costs_no_upload(sim: Simulator, tmp_path: Path) -> No
         (outcome,) = await run_all(kling, [Job(IMAGE, text, key="bad")])
     assert isinstance(outcome.error, MediaValidationError) and "notes.mp4" in str(outcome.error)
     assert sim.count("streamUpload") == 0
+
+
+async def test_a_journal_closed_under_a_cancel_is_unlocked_when_close_returns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    for _ in range(20):
+        journal = Journal(path)
+        await journal.open()
+        closing = asyncio.create_task(journal.close())
+        await asyncio.sleep(0)  # the close is in the journal's thread now
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        async with Journal(path):  # never "in use by another batch"
+            pass
