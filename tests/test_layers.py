@@ -38,8 +38,9 @@ LAYERS = {
     "batch": 8,
     "session": 9,
     "demo": 10,
+    "cli": 10,
     "__init__": 10,
-    "__main__": 10,
+    "__main__": 11,
 }
 
 

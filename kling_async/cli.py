@@ -1,0 +1,413 @@
+"""``kling-async`` (or ``python -m kling_async``): the library from a terminal or a script.
+
+Commands: ``validate``, ``estimate``, ``credits``, ``generate``, ``batch``, ``journal``,
+``unknown``, ``release``. Every command takes ``--json`` (one JSON object per line on stdout);
+progress goes to stderr, and only when it is a terminal. The key comes from ``KIE_API_KEY`` or
+``--api-key-file`` and is never printed. Expected failures are one line, never a traceback.
+
+Exit codes: 0 done; 1 a file or a job failed; 2 bad usage or settings; 3 the service refused or
+could not be reached; 130 interrupted (a batch can be resumed by running it again).
+
+Bounds: it holds no logic of the library's own; it parses arguments and prints what it is told.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
+from .jobs import Job, JobEvent, JobOutcome
+from .journal import CREATING, UNKNOWN, Journal
+from .media import validate_image, validate_video
+from .rules import DOLLARS_PER_CREDIT, estimate_credits
+from .session import KlingSession
+from .settings import API_KEY_ENV, DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class _Out:
+    """Where results and progress go: JSON lines or text on stdout, progress on a terminal."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.progress = sys.stderr.isatty() and not as_json
+
+    def result(self, text: str, **fields: Any) -> None:
+        if self.as_json:
+            print(json.dumps(fields, default=str), flush=True)
+        else:
+            print(text, flush=True)
+
+    def note(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def error(self, text: str) -> None:
+        if self.as_json:
+            print(json.dumps({"error": text}), flush=True)
+        else:
+            print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def _key(args: argparse.Namespace) -> str:
+    if args.api_key_file:
+        try:
+            return Path(args.api_key_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read --api-key-file: {exc.strerror}") from None
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        raise ConfigurationError(f"no API key: set {API_KEY_ENV} or pass --api-key-file")
+    return key
+
+
+def _session(args: argparse.Namespace) -> KlingSession:
+    upload = args.upload_base_url or args.base_url
+    return KlingSession(_key(args), base_url=args.base_url, upload_base_url=upload)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def _validate(args: argparse.Namespace, out: _Out) -> int:
+    failed = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            if path.suffix.lower() in _IMAGE_SUFFIXES:
+                image = validate_image(path)
+                out.result(
+                    f"ok  {path}: {image.format}, {image.width}x{image.height}, "
+                    f"{image.size_bytes} bytes",
+                    file=str(path),
+                    ok=True,
+                    format=image.format,
+                    width=image.width,
+                    height=image.height,
+                    bytes=image.size_bytes,
+                )
+            else:
+                video = validate_video(path, args.orientation)
+                out.result(
+                    f"ok  {path}: {video.container}, {video.width}x{video.height}, "
+                    f"{video.duration_s:.2f} s, {video.size_bytes} bytes",
+                    file=str(path),
+                    ok=True,
+                    format=video.container,
+                    width=video.width,
+                    height=video.height,
+                    seconds=round(video.duration_s, 3),
+                    bytes=video.size_bytes,
+                )
+        except MediaValidationError as exc:
+            failed += 1
+            out.result(
+                f"bad {path}: {exc.rule}: {exc.detail}",
+                file=str(path),
+                ok=False,
+                rule=exc.rule,
+                detail=exc.detail,
+            )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _estimate(args: argparse.Namespace, out: _Out) -> int:
+    validate_image(Path(args.image))
+    video = validate_video(Path(args.video), args.orientation)
+    credits = estimate_credits(video.duration_s, args.mode)
+    out.result(
+        f"{video.duration_s:.2f} s at {args.mode}: about {credits:g} credits "
+        f"(${credits * DOLLARS_PER_CREDIT:.2f}); nothing was created",
+        seconds=round(video.duration_s, 3),
+        mode=args.mode,
+        credits=credits,
+        dollars=round(credits * DOLLARS_PER_CREDIT, 2),
+    )
+    return EXIT_OK
+
+
+async def _credits(args: argparse.Namespace, out: _Out) -> int:
+    async with _session(args) as kling:
+        balance = await kling.get_credits()
+    out.result(f"{balance:g} credits", credits=balance)
+    return EXIT_OK
+
+
+def _printer(out: _Out) -> Any:
+    def on_event(event: JobEvent) -> None:
+        where = f" {event.task_id}" if event.task_id else ""
+        detail = f" ({event.detail})" if event.detail and event.kind.value != "failed" else ""
+        state = f" {event.task.state.value}" if event.task is not None else ""
+        out.note(f"{event.job_key}: {event.kind.value}{where}{state}{detail}")
+
+    return on_event
+
+
+async def _generate(args: argparse.Namespace, out: _Out) -> int:
+    async with _session(args) as kling:
+        result = await kling.generate(
+            args.image,
+            args.video,
+            prompt=args.prompt,
+            character_orientation=args.orientation,
+            mode=args.mode,
+            download_to=args.out,
+            timeout=args.timeout,
+            on_event=_printer(out),
+        )
+    files = [str(f) for f in result.files]
+    out.result(
+        f"done: task {result.task.task_id}" + (f", saved {', '.join(files)}" if files else ""),
+        task_id=result.task.task_id,
+        files=files,
+        result_urls=list(result.result_urls),
+    )
+    return EXIT_OK
+
+
+def _manifest(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV (with a header) or JSON Lines manifest, with their line numbers."""
+    with path.open(newline="") as fh:
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ConfigurationError(f"{path}:{number}: not a JSON object")
+                    yield number, {k: str(v) for k, v in row.items() if v is not None}
+        else:
+            for number, row in enumerate(csv.DictReader(fh), 2):
+                yield number, {k: v for k, v in row.items() if k and v}
+
+
+def _jobs(path: Path, base: Path) -> tuple[list[Job], float, list[str]]:
+    """Every job of the manifest, checked before anything is sent; its cost; the problems."""
+    jobs: list[Job] = []
+    total = 0.0
+    problems: list[str] = []
+    for number, row in _manifest(path):
+        try:
+            if "image" not in row or "video" not in row:
+                raise ConfigurationError("needs an image and a video")
+            image, video = base / row["image"], base / row["video"]
+            orientation = row.get("orientation", "video")
+            job = Job(
+                image,
+                video,
+                prompt=row.get("prompt"),
+                character_orientation=orientation,  # type: ignore[arg-type]
+                mode=row.get("mode", "720p"),  # type: ignore[arg-type]
+                key=row.get("key"),
+            )
+            validate_image(image)
+            seconds = validate_video(video, job.character_orientation).duration_s
+            total += estimate_credits(seconds, job.mode)
+            jobs.append(job)
+        except (KlingError, ValueError) as exc:
+            problems.append(f"{path}:{number}: {exc}")
+    return jobs, total, problems
+
+
+async def _batch(args: argparse.Namespace, out: _Out) -> int:
+    manifest = Path(args.manifest)
+    try:
+        jobs, total, problems = _jobs(manifest, manifest.parent)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {manifest}: {exc}") from None
+    for problem in problems:
+        out.result(f"bad {problem}", ok=False, problem=problem)
+    if problems and not args.skip_invalid:
+        out.error(f"{len(problems)} bad rows; fix them or pass --skip-invalid")
+        return EXIT_FAILED
+    if args.dry_run:
+        out.result(
+            f"{len(jobs)} jobs, about {total:g} credits (${total * DOLLARS_PER_CREDIT:.2f}); "
+            "nothing was created (dry run)",
+            jobs=len(jobs),
+            credits=total,
+            dollars=round(total * DOLLARS_PER_CREDIT, 2),
+        )
+        return EXIT_OK
+    tally: Counter[str] = Counter()
+    unknown: list[str] = []
+    async with (
+        _session(args) as kling,
+        kling.generate_many(
+            jobs,
+            journal=args.journal,
+            download_to=args.out,
+            on_event=_printer(out),
+            max_credits=args.max_credits,
+        ) as outcomes,
+    ):
+        async for outcome in outcomes:
+            _report(outcome, out, tally, unknown)
+    summary = ", ".join(f"{kind} {n}" for kind, n in sorted(tally.items()))
+    out.result(f"summary: {summary}", summary=dict(tally))
+    if unknown:
+        out.result(
+            f"{len(unknown)} jobs may have a task the journal does not know: check kie.ai's "
+            f"task list, then `kling-async release {args.journal or 'JOURNAL'} KEY`",
+            unknown=unknown,
+        )
+    return EXIT_OK if tally.get("ok", 0) == len(jobs) else EXIT_FAILED
+
+
+def _report(outcome: JobOutcome, out: _Out, tally: Counter[str], unknown: list[str]) -> None:
+    key = outcome.job.job_key
+    if outcome.ok and outcome.result is not None:
+        tally["ok"] += 1
+        files = [str(f) for f in outcome.result.files]
+        out.result(
+            f"ok  {key}: task {outcome.task_id}" + (f" -> {', '.join(files)}" if files else ""),
+            key=key,
+            ok=True,
+            task_id=outcome.task_id,
+            files=files,
+        )
+        return
+    kind = type(outcome.error).__name__
+    tally[kind] += 1
+    if kind == "SubmissionUnknownError":
+        unknown.append(key)
+    out.result(
+        f"bad {key}: {outcome.error}",
+        key=key,
+        ok=False,
+        task_id=outcome.task_id,
+        error=kind,
+        detail=str(outcome.error),
+    )
+
+
+async def _journal(args: argparse.Namespace, out: _Out) -> int:
+    async with Journal(args.journal) as journal:
+        counts = await journal.counts()
+        for status in sorted(counts):
+            for key in await journal.keys(status):
+                record = await journal.get(key)
+                task = record.task_id if record is not None and record.task_id else "-"
+                out.result(f"{status:10} {key} {task}", key=key, status=status, task_id=task)
+    return EXIT_OK
+
+
+async def _unknown(args: argparse.Namespace, out: _Out) -> int:
+    async with Journal(args.journal) as journal:
+        keys = sorted(await journal.keys(UNKNOWN) + await journal.keys(CREATING))
+    for key in keys:
+        out.result(key, key=key)
+    return EXIT_OK
+
+
+async def _release(args: argparse.Namespace, out: _Out) -> int:
+    if not args.keys and not args.all_unknown:
+        raise ConfigurationError("name the keys to release, or pass --all-unknown")
+    async with Journal(args.journal) as journal:
+        keys = list(args.keys)
+        if args.all_unknown:
+            keys = await journal.keys(UNKNOWN) + await journal.keys(CREATING)
+        released = await journal.release(*keys)
+    for key in released:
+        out.result(f"released {key}", key=key, released=True)
+    missing = sorted(set(args.keys) - set(released))
+    for key in missing:
+        out.result(f"not released (not unknown here): {key}", key=key, released=False)
+    return EXIT_FAILED if missing else EXIT_OK
+
+
+# -- arguments -----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="one JSON object per line")
+    service = argparse.ArgumentParser(add_help=False)
+    service.add_argument("--api-key-file", help=f"read the key from a file (else ${API_KEY_ENV})")
+    service.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    service.add_argument("--upload-base-url", default=None, help=f"{DEFAULT_UPLOAD_BASE_URL}")
+    clip = argparse.ArgumentParser(add_help=False)
+    clip.add_argument("--orientation", choices=("image", "video"), default="video")
+    clip.add_argument("--mode", choices=("720p", "1080p"), default="720p")
+
+    parser = argparse.ArgumentParser(prog="kling-async", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    cmd = commands.add_parser("validate", parents=[common], help="check files, no upload")
+    cmd.add_argument("files", nargs="+")
+    cmd.add_argument("--orientation", choices=("image", "video"), default="video")
+    cmd = commands.add_parser("estimate", parents=[common, clip], help="credits, nothing created")
+    cmd.add_argument("image")
+    cmd.add_argument("video")
+    commands.add_parser("credits", parents=[common, service], help="the account's balance")
+    cmd = commands.add_parser("generate", parents=[common, service, clip], help="one clip")
+    cmd.add_argument("image")
+    cmd.add_argument("video")
+    cmd.add_argument("--prompt")
+    cmd.add_argument("--out", help="folder for the clip")
+    cmd.add_argument("--timeout", type=float, help="seconds to wait for the task")
+    cmd = commands.add_parser("batch", parents=[common, service], help="a CSV/JSONL manifest")
+    cmd.add_argument("manifest")
+    cmd.add_argument("--out", help="folder for the clips")
+    cmd.add_argument("--journal", help="SQLite file: makes the batch resumable")
+    cmd.add_argument("--max-credits", type=float)
+    cmd.add_argument("--dry-run", action="store_true", help="check and estimate, create nothing")
+    cmd.add_argument("--skip-invalid", action="store_true", help="run the good rows anyway")
+    cmd = commands.add_parser("journal", parents=[common], help="what a journal holds")
+    cmd.add_argument("journal")
+    cmd = commands.add_parser("unknown", parents=[common], help="jobs whose creation is unknown")
+    cmd.add_argument("journal")
+    cmd = commands.add_parser("release", parents=[common], help="let unknown jobs run again")
+    cmd.add_argument("journal")
+    cmd.add_argument("keys", nargs="*")
+    cmd.add_argument("--all-unknown", action="store_true")
+    return parser
+
+
+_SYNC = {"validate": _validate, "estimate": _estimate}
+_ASYNC = {
+    "credits": _credits,
+    "generate": _generate,
+    "batch": _batch,
+    "journal": _journal,
+    "unknown": _unknown,
+    "release": _release,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    out = _Out(args.json)
+    journal = getattr(args, "journal", None)
+    needs_journal = args.command in ("journal", "unknown", "release")
+    if needs_journal and journal is not None and not Path(journal).is_file():
+        out.error(f"no journal at {journal}")
+        return EXIT_USAGE
+    try:
+        if args.command in _SYNC:
+            return _SYNC[args.command](args, out)
+        return asyncio.run(_ASYNC[args.command](args, out))
+    except KeyboardInterrupt:
+        out.error("interrupted; run the same command again to resume (the journal keeps it)")
+        return EXIT_INTERRUPTED
+    except (ConfigurationError, MediaValidationError) as exc:
+        out.error(str(exc))
+        return EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILED
+    except (APIError, TransportError) as exc:
+        out.error(str(exc))
+        return EXIT_SERVICE
+    except KlingError as exc:
+        out.error(str(exc))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
