@@ -24,9 +24,11 @@ from .ratelimit import RateLimiter
 from .retries import with_retries
 from .settings import (
     API_KEY_ENV,
+    BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_UPLOAD_BASE_URL,
     DEFAULT_USER_AGENT,
+    UPLOAD_BASE_URL_ENV,
     check_base_url,
 )
 from .transport import HttpTransport
@@ -47,8 +49,8 @@ class BaseClient:
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
-        upload_base_url: str = DEFAULT_UPLOAD_BASE_URL,
+        base_url: str | None = None,
+        upload_base_url: str | None = None,
         max_retries: int = 4,
         request_timeout: float = 30.0,
         retry_base: float = 0.5,
@@ -69,6 +71,16 @@ class BaseClient:
             raise ConfigurationError("user_agent must be printable ASCII text")
         self.__api_key = key.strip()
         self.user_agent = user_agent
+        # Unset: the environment (to point a program at a simulator), else the real hosts.
+        from_env = os.environ.get(BASE_URL_ENV)
+        base_url = base_url or from_env or DEFAULT_BASE_URL
+        # A simulator serves both hosts on one address: KIE_BASE_URL alone points at both.
+        upload_base_url = (
+            upload_base_url
+            or os.environ.get(UPLOAD_BASE_URL_ENV)
+            or from_env
+            or DEFAULT_UPLOAD_BASE_URL
+        )
         self.base_url = check_base_url("base_url", base_url, allow_insecure_http)
         self.upload_base_url = check_base_url(
             "upload_base_url", upload_base_url, allow_insecure_http

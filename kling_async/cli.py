@@ -30,7 +30,7 @@ from .journal import CREATING, UNKNOWN, Journal
 from .media import validate_image, validate_video
 from .rules import DOLLARS_PER_CREDIT, estimate_credits
 from .session import KlingSession
-from .settings import API_KEY_ENV, DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL
+from .settings import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 
 __all__ = ["main"]
 
@@ -332,8 +332,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="one JSON object per line")
     service = argparse.ArgumentParser(add_help=False)
     service.add_argument("--api-key-file", help=f"read the key from a file (else ${API_KEY_ENV})")
-    service.add_argument("--base-url", default=DEFAULT_BASE_URL)
-    service.add_argument("--upload-base-url", default=None, help=f"{DEFAULT_UPLOAD_BASE_URL}")
+    service.add_argument(
+        "--base-url", default=None, help=f"default ${BASE_URL_ENV} or {DEFAULT_BASE_URL}"
+    )
+    service.add_argument("--upload-base-url", default=None, help="default: --base-url's host")
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--orientation", choices=("image", "video"), default="video")
     clip.add_argument("--mode", choices=("720p", "1080p"), default="720p")

@@ -38,13 +38,11 @@ from .models import (
 from .ratelimit import Clock, RateLimiter, Sleep
 from .retries import is_transient
 from .settings import (
-    DEFAULT_BASE_URL,
     DEFAULT_CREATE_LIMIT,
     DEFAULT_FALLBACK_POLL,
     DEFAULT_MIN_TRANSFER_RATE,
     DEFAULT_POLL,
     DEFAULT_QUERY_LIMIT,
-    DEFAULT_UPLOAD_BASE_URL,
     DEFAULT_USER_AGENT,
     FILE_UPLOAD_PATH,
     IMAGE_UPLOAD_PATH,
@@ -86,8 +84,8 @@ class KlingClient(BaseClient):
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
-        upload_base_url: str = DEFAULT_UPLOAD_BASE_URL,
+        base_url: str | None = None,
+        upload_base_url: str | None = None,
         create_limit: RateLimit = DEFAULT_CREATE_LIMIT,
         query_limit: RateLimit = DEFAULT_QUERY_LIMIT,
         poll: PollSchedule = DEFAULT_POLL,

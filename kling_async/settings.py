@@ -16,6 +16,7 @@ from .models import PollSchedule, RateLimit
 
 __all__ = [
     "API_KEY_ENV",
+    "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "DEFAULT_CREATE_LIMIT",
     "DEFAULT_FALLBACK_POLL",
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "FILE_UPLOAD_PATH",
     "IMAGE_UPLOAD_PATH",
+    "UPLOAD_BASE_URL_ENV",
     "URL_UPLOAD_PATH",
     "VIDEO_UPLOAD_PATH",
     "check_base_url",
@@ -35,6 +37,9 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.kie.ai"
 DEFAULT_UPLOAD_BASE_URL = "https://kieai.redpandaai.co"
 API_KEY_ENV = "KIE_API_KEY"
+#: Where a session goes when ``base_url`` / ``upload_base_url`` are not given (a simulator, say).
+BASE_URL_ENV = "KIE_BASE_URL"
+UPLOAD_BASE_URL_ENV = "KIE_UPLOAD_BASE_URL"
 #: An ordinary, honest User-Agent: the service's edge refuses some library defaults (9b).
 DEFAULT_USER_AGENT = (
     "Mozilla/5.0 (compatible; kling_async/0.1; +https://pypi.org/project/kling-async/)"
