@@ -9,8 +9,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-demo: $(BIN)/python
+# Installed once, again only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+demo: $(VENV)/.installed
 	$(BIN)/python -m kling_async.demo
 
 test: $(BIN)/python

@@ -1,9 +1,10 @@
 """``kling-async`` (or ``python -m kling_async``): the library from a terminal or a script.
 
-Commands: ``validate``, ``estimate``, ``credits``, ``generate``, ``batch``, ``journal``,
-``unknown``, ``release``. Every command takes ``--json`` (one JSON object per line on stdout);
-progress goes to stderr, and only when it is a terminal. The key comes from ``KIE_API_KEY`` or
-``--api-key-file`` and is never printed. Expected failures are one line, never a traceback.
+Commands: ``validate``, ``estimate``, ``credits``, ``status``, ``wait``, ``generate``, ``batch``,
+``journal``, ``unknown``, ``release``, ``simulate``, ``demo``. Every command takes ``--json`` (one
+JSON object per line on stdout); progress goes to stderr, and only when it is a terminal. The key
+comes from ``KIE_API_KEY`` or ``--api-key-file`` and is never printed. Expected failures are one
+line, never a traceback.
 
 Exit codes: 0 done; 1 a file or a job failed; 2 bad usage or settings; 3 the service refused or
 could not be reached; 130 interrupted (a batch can be resumed by running it again).
@@ -144,6 +145,52 @@ async def _credits(args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK
 
 
+async def _status(args: argparse.Namespace, out: _Out) -> int:
+    async with _session(args) as kling:
+        task = await kling.get_task(args.task_id)
+    out.result(
+        f"{task.task_id}: {task.state.value}" + (f" {task.fail_msg}" if task.fail_msg else ""),
+        task_id=task.task_id,
+        state=task.state.value,
+        result_urls=list(task.result_urls),
+        fail_code=task.fail_code,
+        fail_msg=task.fail_msg,
+    )
+    return EXIT_OK
+
+
+async def _wait(args: argparse.Namespace, out: _Out) -> int:
+    async with _session(args) as kling:
+        task = await kling.wait_for_task(
+            args.task_id,
+            timeout=args.timeout,
+            on_update=lambda t: out.note(f"{t.task_id}: {t.state.value}"),
+        )
+        files = [str(await kling.download(task, Path(args.out) / ""))] if args.out else []
+    out.result(
+        f"{task.task_id}: success" + (f", saved {', '.join(files)}" if files else ""),
+        task_id=task.task_id,
+        state=task.state.value,
+        result_urls=list(task.result_urls),
+        files=files,
+    )
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace, out: _Out) -> int:
+    from .simulator.__main__ import main as serve  # the simulator only when asked for
+
+    serve(["--port", str(args.port), "--time-scale", str(args.time_scale)])
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, out: _Out) -> int:
+    from .demo import main as demo
+
+    demo([])
+    return EXIT_OK
+
+
 def _printer(out: _Out) -> Any:
     def on_event(event: JobEvent) -> None:
         where = f" {event.task_id}" if event.task_id else ""
@@ -249,6 +296,7 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
             download_to=args.out,
             on_event=_printer(out),
             max_credits=args.max_credits,
+            retry_failed=args.retry_failed,
         ) as outcomes,
     ):
         async for outcome in outcomes:
@@ -349,6 +397,16 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("image")
     cmd.add_argument("video")
     commands.add_parser("credits", parents=[common, service], help="the account's balance")
+    cmd = commands.add_parser("status", parents=[common, service], help="a task's state, once")
+    cmd.add_argument("task_id")
+    cmd = commands.add_parser("wait", parents=[common, service], help="wait for a task")
+    cmd.add_argument("task_id")
+    cmd.add_argument("--out", help="folder for the clip")
+    cmd.add_argument("--timeout", type=float, help="seconds to wait")
+    cmd = commands.add_parser("simulate", help="serve the simulator (prints its URL and key)")
+    cmd.add_argument("--port", type=int, default=8080)
+    cmd.add_argument("--time-scale", type=float, default=1.0)
+    commands.add_parser("demo", help="a small batch on the embedded simulator")
     cmd = commands.add_parser("generate", parents=[common, service, clip], help="one clip")
     cmd.add_argument("image")
     cmd.add_argument("video")
@@ -362,6 +420,9 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--max-credits", type=float)
     cmd.add_argument("--dry-run", action="store_true", help="check and estimate, create nothing")
     cmd.add_argument("--skip-invalid", action="store_true", help="run the good rows anyway")
+    cmd.add_argument(
+        "--retry-failed", action="store_true", help="give jobs that failed before a new task"
+    )
     cmd = commands.add_parser("journal", parents=[common], help="what a journal holds")
     cmd.add_argument("journal")
     cmd = commands.add_parser("unknown", parents=[common], help="jobs whose creation is unknown")
@@ -373,9 +434,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SYNC = {"validate": _validate, "estimate": _estimate}
+_SYNC = {"validate": _validate, "estimate": _estimate, "simulate": _simulate, "demo": _demo}
 _ASYNC = {
     "credits": _credits,
+    "status": _status,
+    "wait": _wait,
     "generate": _generate,
     "batch": _batch,
     "journal": _journal,
@@ -387,7 +450,7 @@ _ASYNC = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
-    out = _Out(args.json)
+    out = _Out(getattr(args, "json", False))
     journal = getattr(args, "journal", None)
     needs_journal = args.command in ("journal", "unknown", "release")
     if needs_journal and journal is not None and not Path(journal).is_file():

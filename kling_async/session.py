@@ -79,16 +79,18 @@ class KlingSession(KlingClient):
         max_running: int | None = None,
         job_timeout: float | None = None,
         max_credits: float | None = None,
+        retry_failed: bool = False,
     ) -> BatchRun:
         """Run many jobs at once; yield a ``JobOutcome`` as each one completes.
 
         ``jobs`` (a plain or async iterable) is pulled lazily: at most ``max_pending`` jobs
-        (default: twice the create limit) are taken but not yet created, and at most
-        ``max_running`` (default: no cap) have a task in progress. ``job_timeout`` bounds each
-        job's wait for its task. With ``max_credits``, no task is created that would take the
-        batch's estimated spend (per-second price times the video's length) over it: such jobs
-        end with ``CreditLimitError``. With ``journal`` (a SQLite file path), a rerun after a
-        crash or Ctrl-C resumes tasks instead of creating them again. Use it as ``async with
+        (default: twice the create limit) are taken but not yet created, and at most ``max_running``
+        (default: no cap) have a task in progress. ``job_timeout`` bounds each job's wait for its
+        task. With ``max_credits``, no task is created that would take the batch's estimated spend
+        (per-second price times the video's length) over it: such jobs end with
+        ``CreditLimitError``. With ``retry_failed``, jobs the journal holds as failed get a new task
+        (never jobs whose creation is unknown). With ``journal`` (a SQLite file path), a rerun after
+        a crash or Ctrl-C resumes tasks instead of creating them again. Use it as ``async with
         kling.generate_many(...) as outcomes:`` to be able to leave early cleanly.
         """
         pending = max_pending or 2 * self.create_limit.max_requests
@@ -102,6 +104,7 @@ class KlingSession(KlingClient):
                 max_running=max_running,
                 job_timeout=job_timeout,
                 max_credits=max_credits,
+                retry_failed=retry_failed,
             )
         )
 
@@ -116,6 +119,7 @@ class KlingSession(KlingClient):
         max_running: int | None,
         job_timeout: float | None,
         max_credits: float | None,
+        retry_failed: bool,
     ) -> AsyncGenerator[JobOutcome, None]:
         async with contextlib.AsyncExitStack() as stack:
             book = await stack.enter_async_context(Journal(journal)) if journal else None
@@ -126,6 +130,7 @@ class KlingSession(KlingClient):
                 on_event=on_event,
                 job_timeout=job_timeout,
                 max_credits=max_credits,
+                retry_failed=retry_failed,
             )
             outcomes = run_many(runner, jobs, max_pending=max_pending, max_running=max_running)
             try:

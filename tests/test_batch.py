@@ -411,3 +411,17 @@ async def test_a_journal_of_schema_1_is_brought_up_to_date(tmp_path: Path) -> No
         await journal.update("a", callback_token="tok")
         again = await journal.get("a")
         assert again is not None and again.callback_token == "tok"
+
+
+async def test_retry_failed_gives_a_failed_job_a_new_task(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(failure_rate=1.0)
+    journal = tmp_path / "batch.sqlite"
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="doomed")
+    async with session_for(sim) as kling:
+        [first] = await collect(kling, [job], journal=journal)
+        sim.reconfigure(failure_rate=0.0)
+        [again] = await collect(kling, [job], journal=journal, retry_failed=True)
+    assert isinstance(first.error, TaskFailedError) and again.ok
+    assert again.task_id != first.task_id and sim.tasks_created[sim.api_key] == 2

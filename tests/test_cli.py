@@ -24,7 +24,7 @@ async def cli(*args: str, sim: Simulator | None = None, key: str | None = None) 
         env["KIE_API_KEY"] = key if key is not None else sim.api_key  # type: ignore[union-attr]
     where = ["--base-url", sim.base_url] if sim is not None else []
     command = [sys.executable, "-m", "kling_async", *args]
-    if sim is not None and args and args[0] in ("credits", "generate", "batch"):
+    if sim is not None and args and args[0] in ("credits", "status", "wait", "generate", "batch"):
         command += where
     proc = await asyncio.create_subprocess_exec(
         *command,
@@ -132,6 +132,58 @@ async def test_unknown_and_release(make_sim: SimFactory, tmp_path: Path) -> None
     assert code == 0 and "released lost-1" in text
     code, text = await cli("unknown", "--json", str(tmp_path / "missing.sqlite"))
     assert code == 2 and "no journal" in text
+
+
+async def test_status_and_wait_for_a_task(make_sim: SimFactory, tmp_path: Path) -> None:
+    from kling_async import MotionControlInput
+
+    sim = await make_sim(time_scale=0.002)
+    async with sim.session() as kling:
+        image = await kling.upload_image(IMAGE)
+        video = await kling.upload_video(VIDEO)
+        task_id = await kling.create_task(MotionControlInput(image.url, video.url))
+    code, text = await cli("wait", "--json", task_id, "--out", str(tmp_path), sim=sim)
+    assert code == 0, text
+    waited = json.loads(text.splitlines()[-1])
+    assert waited["state"] == "success" and Path(waited["files"][0]).exists()
+    code, text = await cli("status", task_id, sim=sim)
+    assert code == 0 and f"{task_id}: success" in text
+
+
+async def test_ctrl_c_during_a_batch_says_how_to_resume(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    import signal
+
+    from kling_async.simulator import FaultConfig
+
+    sim = await make_sim(
+        time_scale=0.02,
+        faults=FaultConfig(slow=1.0, slow_seconds=100.0, endpoints=frozenset({"createTask"})),
+    )
+    rows = [f"{IMAGE},{VIDEO},p{i},k{i},720p" for i in range(3)]
+    manifest = _manifest(tmp_path / "jobs.csv", rows)
+    journal = tmp_path / "batch.sqlite"
+    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
+    env["KIE_API_KEY"] = sim.api_key
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "kling_async", "batch", str(manifest), "--journal", str(journal),
+        "--base-url", sim.base_url,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 60
+    while sim.count("createTask") < 3:
+        assert asyncio.get_running_loop().time() < deadline, "the batch never created"
+        await asyncio.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = await proc.communicate()
+    text = out.decode()
+    OUTPUTS.append(text)
+    assert proc.returncode == 130 and "run the same command again to resume" in text
+    assert "Traceback" not in text
+    code, text = await cli("batch", str(manifest), "--journal", str(journal), sim=sim)
+    assert code == 0, text
+    assert sim.tasks_created[sim.api_key] == 3  # the rerun resumed every job, paid nothing more
 
 
 def test_no_output_ever_showed_the_key() -> None:

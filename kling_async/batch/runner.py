@@ -64,6 +64,7 @@ class JobRunner:
         callback_url: str | None = None,
         job_timeout: float | None = None,
         max_credits: float | None = None,
+        retry_failed: bool = False,
     ) -> None:
         self.session = session
         self.journal = journal
@@ -74,6 +75,7 @@ class JobRunner:
         if max_credits is not None and not max_credits >= 0:
             raise ConfigurationError(f"max_credits must be a number >= 0; got {max_credits!r}")
         self.max_credits = max_credits
+        self.retry_failed = retry_failed
         #: Estimated credits of the tasks this runner created (or may have): the batch's spend.
         self._committed = 0.0
         # Journal bookkeeping of createTask calls whose job was cancelled while they were on
@@ -117,6 +119,10 @@ class JobRunner:
         """Take ``job`` from wherever it stands to its clip; raise the error that stopped it."""
         key = job.job_key
         record = await self.journal.get(key) if self.journal is not None else None
+        if record is not None and record.status == FAILED and self.retry_failed:
+            # Asked for: a task that ended in failure is paid for already; make a new one.
+            await self._record(key, status=PENDING, task_id=None, state=None, error=None)
+            record = await self.journal.get(key) if self.journal is not None else None
         if record is not None and record.status in (SUCCEEDED, FAILED, UNKNOWN, CREATING):
             if after_create is not None:
                 after_create()
