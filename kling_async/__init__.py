@@ -51,7 +51,7 @@ from .models import (
     TaskState,
     UploadedFile,
 )
-from .rules import estimate_credits
+from .rules import Rule, estimate_credits
 from .session import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL, KlingSession
 from .submission import Submission
 
@@ -90,6 +90,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimit",
     "RateLimitError",
+    "Rule",
     "ServerError",
     "ServiceUnavailableError",
     "SessionClosedError",

@@ -291,8 +291,11 @@ class MediaValidationError(KlingError, ValueError):
     def __init__(self, path: str | os.PathLike[str], rule: str, detail: str) -> None:
         super().__init__(f"{path}: {rule}: {detail}")
         self.path = str(path)
+        #: One of :class:`kling_async.rules.Rule` (a string equal to the rule's text).
         self.rule = rule
         self.detail = detail
+        #: ``"image"`` or ``"video"``: which input broke the rule (None if not known).
+        self.medium: str | None = None
 
 
 class JournalError(KlingError):

@@ -9,6 +9,8 @@ Touches nothing: no I/O, no clock, no other module of the library.
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "CREDITS_PER_SECOND",
     "DOLLARS_PER_CREDIT",
@@ -24,6 +26,7 @@ __all__ = [
     "MODEL_NAME",
     "MODES",
     "ORIENTATIONS",
+    "Rule",
     "estimate_credits",
     "max_video_seconds",
 ]
@@ -69,3 +72,22 @@ def estimate_credits(video_seconds: float, mode: str = "720p") -> float:
     if not video_seconds >= 0:
         raise ValueError(f"video_seconds must be a number of seconds; got {video_seconds!r}")
     return round(CREDITS_PER_SECOND[mode] * video_seconds, 2)
+
+
+class Rule(enum.StrEnum):
+    """The rules a local file can break (``MediaValidationError.rule``); each equals its text."""
+
+    UNREADABLE = "unreadable"
+    FORMAT = "format"
+    STRUCTURE = "structure"
+    TRUNCATED = "truncated"
+    NO_VIDEO_TRACK = "no-video-track"
+    NO_DURATION = "duration"
+    BAD_DURATION = "bad-duration"
+    BAD_DIMENSIONS = "bad-dimensions"
+    ELEMENT_BUDGET = "element-budget"
+    MAX_SIZE = "max-size"
+    MIN_DIMENSIONS = "min-dimensions"
+    ASPECT_RATIO = "aspect-ratio"
+    MIN_DURATION = "min-duration"
+    MAX_DURATION = "max-duration"

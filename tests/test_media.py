@@ -228,3 +228,22 @@ def test_mutated_files_raise_only_media_validation_errors(tmp_path: Path, name: 
                 inspect_video(target)
         except MediaValidationError:
             pass
+
+
+def test_every_rule_a_file_can_break_is_a_public_rule_and_names_its_input(tmp_path: Path) -> None:
+    import re
+
+    from kling_async import MediaValidationError, Rule, validate_image, validate_video
+
+    media = Path(__file__).resolve().parent.parent / "kling_async" / "media"
+    source = "".join(p.read_text() for p in media.glob("*.py"))
+    raised = set(
+        re.findall(r'(?:MediaValidationError\([^,]+|ParseError\()\s*,?\s*"([a-z-]+)"', source)
+    )
+    assert raised and raised <= {rule.value for rule in Rule}, raised - {r.value for r in Rule}
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video")
+    for check, medium in ((validate_image, "image"), (validate_video, "video")):
+        with pytest.raises(MediaValidationError) as caught:
+            check(bad)
+        assert caught.value.medium == medium and caught.value.rule in set(Rule)

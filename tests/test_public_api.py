@@ -40,6 +40,7 @@ EXPECTED = {
     "QuotaExceededError",
     "RateLimit",
     "RateLimitError",
+    "Rule",
     "ServerError",
     "ServiceUnavailableError",
     "SessionClosedError",

@@ -17,11 +17,13 @@ server-side reading; the service's docs do not say which they mean.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -41,6 +43,8 @@ from ._images import JPEG_MAGIC, PNG_MAGIC, read_jpeg, read_png
 from ._matroska import EBML_MAGIC, read_matroska
 from ._mp4 import TOP_LEVEL_TYPES, read_mp4
 from ._reader import BoundedReader, ParseError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
     "DURATION_TOLERANCE",
@@ -179,6 +183,24 @@ def _failure(path: Path, exc: BaseException) -> MediaValidationError:
     return MediaValidationError(path, "structure", f"unreadable headers ({type(exc).__name__})")
 
 
+def _judges(medium: str) -> Callable[[_F], _F]:
+    """Mark the ``MediaValidationError`` a function raises with the input it judged."""
+
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def judged(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except MediaValidationError as exc:
+                exc.medium = exc.medium or medium
+                raise
+
+        return judged  # type: ignore[return-value]
+
+    return wrap
+
+
+@_judges("image")
 def inspect_image(path: str | os.PathLike[str]) -> ImageInfo:
     """Read an image's format and size from its headers; ``MediaValidationError`` if unreadable."""
     path = Path(path)
@@ -202,6 +224,7 @@ def inspect_image(path: str | os.PathLike[str]) -> ImageInfo:
         reader.close()
 
 
+@_judges("video")
 def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Read a video's container, duration and size from its headers only."""
     path = Path(path)
@@ -255,6 +278,7 @@ def inspect_video(path: str | os.PathLike[str]) -> VideoInfo:
         reader.close()
 
 
+@_judges("image")
 def validate_image(path: str | os.PathLike[str]) -> ImageInfo:
     """Check an image against the service's rules; return its info or raise."""
     info = inspect_image(path)
@@ -278,6 +302,7 @@ def validate_image(path: str | os.PathLike[str]) -> ImageInfo:
     return info
 
 
+@_judges("video")
 def validate_video(
     path: str | os.PathLike[str], character_orientation: Literal["image", "video"] = "video"
 ) -> VideoInfo:
