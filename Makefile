@@ -21,6 +21,8 @@ test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check kling_async tests benchmarks
 	$(BIN)/mypy --strict kling_async
+	rm -rf .dist-check && $(BIN)/python -m build -q --no-isolation --outdir .dist-check . >/dev/null
+	$(BIN)/twine check --strict .dist-check/* && rm -rf .dist-check
 	$(BIN)/pytest
 
 bench: $(BIN)/python
