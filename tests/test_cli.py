@@ -72,6 +72,17 @@ async def test_credits_and_a_missing_key(sim: Simulator) -> None:
     assert code == 3 and "Traceback" not in text
 
 
+async def test_the_key_can_come_from_a_file(sim: Simulator, tmp_path: Path) -> None:
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(sim.api_key + "\n")
+    code, text = await cli(
+        "credits", "--api-key-file", str(key_file), "--base-url", sim.base_url, key=""
+    )
+    assert code == 0 and "credits" in text
+    code, text = await cli("credits", "--api-key-file", str(tmp_path / "nope"), key="")
+    assert code == 2 and "cannot read --api-key-file" in text
+
+
 async def test_generate_saves_the_clip(make_sim: SimFactory, tmp_path: Path) -> None:
     sim = await make_sim(time_scale=0.002)
     code, text = await cli(
