@@ -288,6 +288,7 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
         return EXIT_OK
     tally: Counter[str] = Counter()
     unknown: list[str] = []
+    credits: list[float] = []
     async with (
         _session(args) as kling,
         kling.generate_many(
@@ -301,8 +302,15 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
     ):
         async for outcome in outcomes:
             _report(outcome, out, tally, unknown)
+            if outcome.result is not None and outcome.result.task.credits_consumed:
+                credits.append(outcome.result.task.credits_consumed)
     summary = ", ".join(f"{kind} {n}" for kind, n in sorted(tally.items()))
-    out.result(f"summary: {summary}", summary=dict(tally))
+    spent = sum(credits)
+    out.result(
+        f"summary: {summary}; {spent:g} credits used (${spent * DOLLARS_PER_CREDIT:.2f})",
+        summary=dict(tally),
+        credits=spent,
+    )
     if unknown:
         out.result(
             f"{len(unknown)} jobs may have a task the journal does not know: check kie.ai's "

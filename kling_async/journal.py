@@ -45,14 +45,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     files TEXT,
     error TEXT,
     updated REAL NOT NULL,
-    callback_token TEXT
+    callback_token TEXT,
+    fail_code TEXT,
+    credits REAL
 )
 """
 
 #: Bumped when the table changes; a journal from a newer version is refused, not misread.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: How an older journal is brought up to date, by the version it has.
-_MIGRATIONS = {1: "ALTER TABLE jobs ADD COLUMN callback_token TEXT"}
+_MIGRATIONS = {
+    1: ("ALTER TABLE jobs ADD COLUMN callback_token TEXT",),
+    2: ("ALTER TABLE jobs ADD COLUMN fail_code TEXT", "ALTER TABLE jobs ADD COLUMN credits REAL"),
+}
 
 _COLUMNS = frozenset(
     {
@@ -67,6 +72,8 @@ _COLUMNS = frozenset(
         "files",
         "error",
         "callback_token",
+        "fail_code",
+        "credits",
     }
 )
 
@@ -98,6 +105,10 @@ class JournalRecord:
     error: str | None = None
     #: The token of the job's last createTask callback URL (to match a late callback).
     callback_token: str | None = None
+    #: The service's ``failCode`` of a failed task.
+    fail_code: str | None = None
+    #: Credits the service says the task consumed (a finished task), or None.
+    credits: float | None = None
 
 
 def _when(value: float | None) -> datetime | None:
@@ -151,7 +162,8 @@ class Journal:
             tables = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'jobs'")
             if tables.fetchone()[0] and version < SCHEMA_VERSION:
                 for step in range(max(version, 1), SCHEMA_VERSION):
-                    db.execute(_MIGRATIONS[step])
+                    for statement in _MIGRATIONS[step]:
+                        db.execute(statement)
             db.execute(_SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
@@ -229,7 +241,8 @@ class Journal:
             self._db_or_fail()
             .execute(
                 "SELECT key, status, image_url, image_expires, video_url, video_expires, task_id, "
-                "state, result_urls, files, error, callback_token FROM jobs WHERE key = ?",
+                "state, result_urls, files, error, callback_token, fail_code, credits "
+                "FROM jobs WHERE key = ?",
                 (key,),
             )
             .fetchone()
@@ -249,6 +262,8 @@ class Journal:
             files=tuple(Path(p) for p in json.loads(row[9] or "[]")),
             error=row[10],
             callback_token=row[11],
+            fail_code=row[12],
+            credits=row[13],
         )
 
     async def get(self, key: str) -> JournalRecord | None:

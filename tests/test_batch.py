@@ -425,3 +425,31 @@ async def test_retry_failed_gives_a_failed_job_a_new_task(
         [again] = await collect(kling, [job], journal=journal, retry_failed=True)
     assert isinstance(first.error, TaskFailedError) and again.ok
     assert again.task_id != first.task_id and sim.tasks_created[sim.api_key] == 2
+
+
+async def test_the_journal_keeps_credits_and_fail_codes(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_sim(failure_rate=0.5, seed=3)
+    journal = tmp_path / "batch.sqlite"
+    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"j{i}") for i in range(6)]
+    async with session_for(sim) as kling:
+        first = await collect(kling, jobs, journal=journal)
+        again = await collect(kling, jobs, journal=journal)
+    assert any(o.ok for o in first) and any(not o.ok for o in first)
+    async with Journal(journal) as book:
+        for outcome in first:
+            record = await book.get(outcome.job.job_key)
+            assert record is not None
+            if outcome.ok and outcome.result is not None:
+                assert record.credits == outcome.result.task.credits_consumed and record.credits
+            else:
+                assert isinstance(outcome.error, TaskFailedError)
+                assert record.fail_code == outcome.error.fail_code and record.fail_code
+    # A rerun's outcomes say what each clip cost, and why each failure failed.
+    costs = {o.job.job_key: o.result.task.credits_consumed for o in again if o.result}
+    assert costs == {o.job.job_key: o.result.task.credits_consumed for o in first if o.result}
+    codes = {
+        o.job.job_key: o.error.fail_code for o in again if isinstance(o.error, TaskFailedError)
+    }
+    assert codes and all(codes.values())

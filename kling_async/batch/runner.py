@@ -121,7 +121,9 @@ class JobRunner:
         record = await self.journal.get(key) if self.journal is not None else None
         if record is not None and record.status == FAILED and self.retry_failed:
             # Asked for: a task that ended in failure is paid for already; make a new one.
-            await self._record(key, status=PENDING, task_id=None, state=None, error=None)
+            await self._record(
+                key, status=PENDING, task_id=None, state=None, error=None, fail_code=None
+            )
             record = await self.journal.get(key) if self.journal is not None else None
         if record is not None and record.status in (SUCCEEDED, FAILED, UNKNOWN, CREATING):
             if after_create is not None:
@@ -169,12 +171,19 @@ class JobRunner:
         """A job the journal says has ended (or may have been created): never create it again."""
         key = job.job_key
         if record.status == SUCCEEDED and record.task_id is not None:
-            task = Task(record.task_id, TaskState.SUCCESS, result_urls=record.result_urls)
+            task = Task(
+                record.task_id,
+                TaskState.SUCCESS,
+                result_urls=record.result_urls,
+                credits_consumed=record.credits,
+            )
             files = await self._download(job, task, record.files)
             await self.emit(JobEventKind.SKIPPED, key, task_id=task.task_id, detail="done before")
             return GenerationResult(task, task.result_urls, files)
         if record.status == FAILED and record.task_id is not None:
-            task = Task(record.task_id, TaskState.FAIL, fail_msg=record.error)
+            task = Task(
+                record.task_id, TaskState.FAIL, fail_code=record.fail_code, fail_msg=record.error
+            )
             raise TaskFailedError(task)
         await self._record(key, status=UNKNOWN)
         unknown = SubmissionUnknownError(
@@ -410,9 +419,17 @@ class JobRunner:
                 task_id, timeout=self.job_timeout, on_update=changed
             )
         except TaskFailedError as exc:
-            await self._record(key, status=FAILED, state="fail", error=exc.fail_msg)
+            await self._record(
+                key, status=FAILED, state="fail", error=exc.fail_msg, fail_code=exc.fail_code
+            )
             raise
-        await self._record(key, status=SUCCEEDED, state="success", result_urls=task.result_urls)
+        await self._record(
+            key,
+            status=SUCCEEDED,
+            state="success",
+            result_urls=task.result_urls,
+            credits=task.credits_consumed,
+        )
         files = await self._download(job, task, ())
         return GenerationResult(task, task.result_urls, files)
 
