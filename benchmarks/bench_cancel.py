@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from kling_async import Job
-from kling_async.journal import CREATING, UNKNOWN, Journal
+from kling_async.journal import Journal
 from kling_async.simulator import FaultConfig, Simulator, SimulatorConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
@@ -62,7 +62,7 @@ async def cancel_then_rerun(
             tally["createTask sent before the cancel"] += sent
         async with Journal(journal) as book:
             # "creating" left behind would be reported unknown on the rerun, just the same.
-            unknown = await book.keys(UNKNOWN) + await book.keys(CREATING)
+            unknown = await book.unresolved()
         tally["jobs left unknown"] += len(unknown)
         assert unknown == [], unknown
         sim.reconfigure(faults=FaultConfig())

@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
 from .jobs import Job, JobEvent, JobOutcome
-from .journal import CREATING, UNKNOWN, Journal
+from .journal import Journal
 from .media import validate_image, validate_video
 from .rules import DOLLARS_PER_CREDIT, estimate_credits
 from .session import KlingSession
@@ -360,7 +360,7 @@ async def _journal(args: argparse.Namespace, out: _Out) -> int:
 
 async def _unknown(args: argparse.Namespace, out: _Out) -> int:
     async with Journal(args.journal) as journal:
-        keys = sorted(await journal.keys(UNKNOWN) + await journal.keys(CREATING))
+        keys = await journal.unresolved()
     for key in keys:
         out.result(key, key=key)
     return EXIT_OK
@@ -372,7 +372,7 @@ async def _release(args: argparse.Namespace, out: _Out) -> int:
     async with Journal(args.journal) as journal:
         keys = list(args.keys)
         if args.all_unknown:
-            keys = await journal.keys(UNKNOWN) + await journal.keys(CREATING)
+            keys = await journal.unresolved()
         released = await journal.release(*keys)
     for key in released:
         out.result(f"released {key}", key=key, released=True)

@@ -340,6 +340,10 @@ class Journal:
         result: list[str] = await self._run(self._keys_sync, status)
         return result
 
+    async def unresolved(self) -> list[str]:
+        """The keys of jobs whose createTask may have made a task the journal does not know."""
+        return sorted(await self.keys(UNKNOWN) + await self.keys(CREATING))
+
     def _counts_sync(self) -> dict[str, int]:
         rows = self._db_or_fail().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {status: count for status, count in rows}

@@ -34,6 +34,7 @@ from .errors import (
     TransportError,
     api_error_for,
 )
+from .settings import DEFAULT_MIN_TRANSFER_RATE
 from .wire import MAX_ANSWER_BYTES
 
 __all__ = ["FilePart", "HttpAnswer", "HttpTransport", "map_client_error", "multipart_form"]
@@ -264,7 +265,7 @@ class HttpTransport:
         on_progress: OnProgress | None = None,
         headers: Mapping[str, str] | None = None,
         grace: float = 30.0,
-        min_rate: float = 50_000.0,
+        min_rate: float = DEFAULT_MIN_TRANSFER_RATE,
     ) -> int:
         """GET ``url`` (no credentials) into ``target.part``, then rename; return bytes written.
 

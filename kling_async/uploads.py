@@ -23,6 +23,7 @@ from typing import Any
 from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
+from .settings import DEFAULT_MIN_TRANSFER_RATE
 from .transport import FilePart, OnProgress, multipart_form
 from .wire import parse_uploaded_file
 
@@ -96,7 +97,7 @@ class Uploader:
         *,
         concurrency: int,
         grace: float,
-        min_rate: float = 50_000.0,
+        min_rate: float = DEFAULT_MIN_TRANSFER_RATE,
     ) -> None:
         self._call = call
         self._base = upload_base_url
