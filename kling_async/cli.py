@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
-from .jobs import Job, JobEvent, JobOutcome
+from .jobs import Job, JobEvent, JobOutcome, MediaSource
 from .journal import Journal
 from .media import validate_image, validate_video
+from .models import UploadedFile, is_http_url
 from .rules import DOLLARS_PER_CREDIT, estimate_credits
 from .session import KlingSession
 from .settings import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
@@ -238,6 +239,13 @@ def _manifest(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 yield number, {k: v for k, v in row.items() if k and v}
 
 
+def _local_file(source: MediaSource, name: str) -> Path:
+    """A manifest's file as a path: the CLI judges files (and their cost) before any upload."""
+    if isinstance(source, UploadedFile) or is_http_url(os.fspath(source)):
+        raise ConfigurationError(f"{name} must be a local file, not a URL")
+    return Path(os.fspath(source))
+
+
 def _jobs(path: Path, base: Path) -> tuple[list[Job], float, list[str]]:
     """Every job of the manifest, checked before anything is sent; its cost; the problems."""
     jobs: list[Job] = []
@@ -245,19 +253,9 @@ def _jobs(path: Path, base: Path) -> tuple[list[Job], float, list[str]]:
     problems: list[str] = []
     for number, row in _manifest(path):
         try:
-            if "image" not in row or "video" not in row:
-                raise ConfigurationError("needs an image and a video")
-            image, video = base / row["image"], base / row["video"]
-            orientation = row.get("orientation", "video")
-            job = Job(
-                image,
-                video,
-                prompt=row.get("prompt"),
-                character_orientation=orientation,  # type: ignore[arg-type]
-                mode=row.get("mode", "720p"),  # type: ignore[arg-type]
-                key=row.get("key"),
-            )
-            validate_image(image)
+            job = Job.from_row(row, base_dir=base)
+            validate_image(_local_file(job.image, "image"))
+            video = _local_file(job.video, "video")
             seconds = validate_video(video, job.character_orientation).duration_s
             total += estimate_credits(seconds, job.mode)
             jobs.append(job)
@@ -321,7 +319,7 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
 
 
 def _report(outcome: JobOutcome, out: _Out, tally: Counter[str], unknown: list[str]) -> None:
-    key = outcome.job.job_key
+    key = outcome.job_key
     if outcome.ok and outcome.result is not None:
         tally["ok"] += 1
         files = [str(f) for f in outcome.result.files]

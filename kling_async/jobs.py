@@ -9,10 +9,13 @@ import enum
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
+from .errors import ConfigurationError
 from .models import (
     CharacterOrientation,
     Mode,
@@ -78,6 +81,46 @@ class Job:
         ]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
+    @classmethod
+    def from_row(
+        cls, row: Mapping[str, Any], *, base_dir: str | os.PathLike[str] | None = None
+    ) -> Job:
+        """A job from a manifest row (a CSV or JSON Lines record, a dict from a form).
+
+        Its fields are ``Job``'s (``orientation`` is taken for ``character_orientation``);
+        empty values count as absent. A relative ``image`` or ``video`` path is taken from
+        ``base_dir``. Raises ``ConfigurationError`` naming the field that is missing, unknown
+        or wrong, so a typo never makes a clip without its prompt.
+        """
+        values = {
+            _ROW_ALIASES.get(name, name): value
+            for name, value in row.items()
+            if value is not None and value != ""
+        }
+        known = {field.name for field in attrs.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown field {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(known | set(_ROW_ALIASES)))})"
+            )
+        for name in ("image", "video"):
+            source = values.get(name)
+            if source is None:
+                raise ConfigurationError(f"{name} is missing")
+            if isinstance(source, str | os.PathLike) and base_dir is not None:
+                text = os.fspath(source)
+                if not is_http_url(text):
+                    values[name] = Path(base_dir) / text
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a value of a type attrs cannot take
+            raise ConfigurationError(f"cannot build a job from this row: {exc}") from None
+
+
+# Manifest column names taken for Job's own (the CLI's manifests say ``orientation``).
+_ROW_ALIASES = {"orientation": "character_orientation"}
+
 
 class JobEventKind(enum.Enum):
     """The steps a job reports."""
@@ -116,15 +159,26 @@ class GenerationResult:
     files: tuple[Path, ...] = ()
 
 
+def _key_of_job(outcome: JobOutcome) -> str:
+    if outcome.job is None:
+        raise TypeError("an outcome without a job needs its job_key")
+    return outcome.job.job_key
+
+
 @attrs.frozen
 class JobOutcome:
     """How one job of a batch ended: ``result`` on success, ``error`` otherwise."""
 
-    job: Job
+    #: The job; None only for a row that could not be made into one (see ``row``).
+    job: Job | None
     result: GenerationResult | None = None
     error: BaseException | None = None
     #: The task of the job: None only when no task was created (or its creation is unknown).
     task_id: str | None = None
+    #: The job's key; for a row that is no job, its ``key`` field or ``#N``, its place in the batch.
+    job_key: str = attrs.field(default=attrs.Factory(_key_of_job, takes_self=True))
+    #: The row given to ``generate_many`` when it could not be made into a job.
+    row: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

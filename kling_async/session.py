@@ -12,7 +12,7 @@ import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 
-from .batch import BatchRun, JobRunner, OnEvent, run_many
+from .batch import BatchRun, JobItem, JobRunner, OnEvent, run_many
 from .client import KlingClient
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
 from .journal import Journal
@@ -70,7 +70,7 @@ class KlingSession(KlingClient):
 
     def generate_many(
         self,
-        jobs: Iterable[Job] | AsyncIterable[Job],
+        jobs: Iterable[JobItem] | AsyncIterable[JobItem],
         *,
         journal: str | os.PathLike[str] | None = None,
         download_to: str | os.PathLike[str] | None = None,
@@ -83,7 +83,11 @@ class KlingSession(KlingClient):
     ) -> BatchRun:
         """Run many jobs at once; yield a ``JobOutcome`` as each one completes.
 
-        ``jobs`` (a plain or async iterable) is pulled lazily: at most ``max_pending`` jobs
+        ``jobs`` (a plain or async iterable of ``Job`` or of rows such as ``{"image": ...,
+        "video": ..., "mode": ...}``, see ``Job.from_row``) is pulled lazily; a row that makes no
+        valid job ends as its own outcome with a ``ConfigurationError``, a file that breaks a
+        rule with a ``MediaValidationError``, before any upload, and the batch goes on. Jobs are
+        pulled lazily: at most ``max_pending`` jobs
         (default: twice the create limit) are taken but not yet created, and at most ``max_running``
         (default: no cap) have a task in progress. ``job_timeout`` bounds each job's wait for its
         task. With ``max_credits``, no task is created that would take the batch's estimated spend
@@ -110,7 +114,7 @@ class KlingSession(KlingClient):
 
     async def _generate_many(
         self,
-        jobs: Iterable[Job] | AsyncIterable[Job],
+        jobs: Iterable[JobItem] | AsyncIterable[JobItem],
         *,
         journal: str | os.PathLike[str] | None,
         download_to: str | os.PathLike[str] | None,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kling_async import (
+    ConfigurationError,
     Job,
     JobEvent,
     JobEventKind,
@@ -453,3 +454,52 @@ async def test_the_journal_keeps_credits_and_fail_codes(
         o.job.job_key: o.error.fail_code for o in again if isinstance(o.error, TaskFailedError)
     }
     assert codes and all(codes.values())
+
+
+async def test_rows_that_make_no_job_are_outcomes_and_the_batch_goes_on(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    image, video = str(MEDIA / "portrait.png"), str(MEDIA / "d3.0.mp4")
+    good = {"image": image, "video": video, "key": "good"}
+    rows: list[object] = [
+        {**good, "mode": "4k", "key": "bad-mode"},
+        {**good, "prompt": "x" * 3000, "key": "long-prompt"},
+        {**good, "promt": "typo", "key": "typo"},
+        {"image": image},  # no video, no key: named by its place in the batch
+        {**good, "video": str(MEDIA / "missing.mp4"), "key": "missing"},
+        {**good, "image": str(MEDIA / "animated.gif"), "key": "gif"},
+        good,
+    ]
+    events: list[JobEvent] = []
+    async with session_for(sim) as kling:
+        outcomes = await collect(kling, rows, download_to=tmp_path, on_event=events.append)
+    by_key = {o.job_key: o for o in outcomes}
+    assert set(by_key) == {"bad-mode", "long-prompt", "typo", "#4", "missing", "gif", "good"}
+    assert by_key["good"].ok
+    for key, words in {
+        "bad-mode": "mode must be one of",
+        "long-prompt": "prompt has 3000 characters",
+        "typo": "unknown field 'promt'",
+        "#4": "video is missing",
+    }.items():
+        outcome = by_key[key]
+        assert isinstance(outcome.error, ConfigurationError) and words in str(outcome.error)
+        assert outcome.job is None and outcome.row is not None and outcome.task_id is None
+    assert isinstance(by_key["missing"].error, MediaValidationError)
+    assert by_key["missing"].error.rule == "unreadable"
+    assert isinstance(by_key["gif"].error, MediaValidationError)
+    # Nothing of a bad row is uploaded: only the good job's two files went up.
+    assert sim.count("streamUpload") == 2 and sim.count("createTask") == 1
+    failed = {e.job_key for e in events if e.kind is JobEventKind.FAILED}
+    assert failed == set(by_key) - {"good"}
+
+
+def test_from_row_takes_a_manifest_row() -> None:
+    job = Job.from_row(
+        {"image": "a.png", "video": "https://x.test/v.mp4", "orientation": "image", "mode": ""},
+        base_dir="/data",
+    )
+    assert job.image == Path("/data/a.png") and job.video == "https://x.test/v.mp4"
+    assert job.character_orientation == "image" and job.mode == "720p"
+    with pytest.raises(ConfigurationError, match="image is missing"):
+        Job.from_row({"video": "v.mp4"})

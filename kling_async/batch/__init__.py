@@ -13,7 +13,7 @@ request timeout) and its task id recorded: Ctrl-C normally leaves no unknown job
 
 from __future__ import annotations
 
-from .many import BatchRun, run_many
+from .many import BatchRun, JobItem, run_many
 from .runner import JobRunner, OnEvent, file_stem
 
-__all__ = ["BatchRun", "JobRunner", "OnEvent", "file_stem", "run_many"]
+__all__ = ["BatchRun", "JobItem", "JobRunner", "OnEvent", "file_stem", "run_many"]

@@ -7,18 +7,23 @@ works: stop pulling, cancel the jobs, wait for createTask calls on the wire to b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from ..errors import ConfigurationError, SessionClosedError
 from ..jobs import Job, JobEventKind, JobOutcome
 from .runner import JobRunner
 
-__all__ = ["BatchRun", "run_many"]
+__all__ = ["BatchRun", "JobItem", "run_many"]
+
+#: What a batch takes: a job, or a row to make one from (see ``Job.from_row``).
+JobItem = Job | Mapping[str, Any]
 
 
-async def _iterate(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Job]:
+async def _iterate(
+    jobs: Iterable[JobItem] | AsyncIterable[JobItem],
+) -> AsyncIterator[JobItem]:
     if isinstance(jobs, AsyncIterable):
         async for job in jobs:
             yield job
@@ -29,7 +34,7 @@ async def _iterate(jobs: Iterable[Job] | AsyncIterable[Job]) -> AsyncIterator[Jo
 
 async def run_many(
     runner: JobRunner,
-    jobs: Iterable[Job] | AsyncIterable[Job],
+    jobs: Iterable[JobItem] | AsyncIterable[JobItem],
     *,
     max_pending: int,
     max_running: int | None,
@@ -39,8 +44,10 @@ async def run_many(
     At most ``max_pending`` jobs are pulled but not yet created, and at most ``max_running``
     (if set) have a task the service is working on; a job's failure never stops the others.
     A job whose key repeats an earlier one of the batch ends at once with a
-    ``ConfigurationError``. Leaving early (``aclose``, an error, cancellation) stops pulling
-    jobs, cancels their work, and waits for createTask calls on the wire to be recorded.
+    ``ConfigurationError``; so does a row that cannot be made into a job (its outcome has
+    no ``job``, but the ``row``), before anything of it is uploaded. Leaving early (``aclose``,
+    an error, cancellation) stops pulling jobs, cancels their work, and waits for createTask
+    calls on the wire to be recorded.
     """
     pending = asyncio.Semaphore(max_pending)
     running = asyncio.Semaphore(max_running) if max_running else None
@@ -95,12 +102,26 @@ async def run_many(
 
     started = 0
 
+    async def _refuse_row(row: Mapping[str, Any], error: ConfigurationError, place: int) -> None:
+        key = row.get("key")
+        key = key if isinstance(key, str) and key else f"#{place}"
+        outcomes.put_nowait(JobOutcome(None, error=error, job_key=key, row=row))
+        await runner.emit(JobEventKind.FAILED, key, error=error, detail=str(error))
+
     async def produce() -> None:
         nonlocal started
         try:
-            async for job in _iterate(jobs):
-                key = job.job_key
+            async for item in _iterate(jobs):
                 started += 1
+                if isinstance(item, Job):
+                    job = item
+                else:
+                    try:
+                        job = Job.from_row(item)
+                    except ConfigurationError as exc:
+                        await _refuse_row(item, exc, started)
+                        continue
+                key = job.job_key
                 if key in seen:
                     what = (
                         f"job key {key!r}"
