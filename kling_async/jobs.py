@@ -158,6 +158,11 @@ class GenerationResult:
     result_urls: tuple[str, ...]
     files: tuple[Path, ...] = ()
 
+    @property
+    def credits(self) -> float | None:
+        """What the clip cost, as the service reported it (None if it did not say)."""
+        return self.task.credits_consumed
+
 
 def _key_of_job(outcome: JobOutcome) -> str:
     if outcome.job is None:
@@ -184,3 +189,8 @@ class JobOutcome:
     def ok(self) -> bool:
         """True if the job produced its clip."""
         return self.result is not None
+
+    @property
+    def credits(self) -> float | None:
+        """What the job's clip cost, as the service reported it; None without a clip."""
+        return self.result.credits if self.result is not None else None

@@ -448,8 +448,9 @@ async def test_the_journal_keeps_credits_and_fail_codes(
                 assert isinstance(outcome.error, TaskFailedError)
                 assert record.fail_code == outcome.error.fail_code and record.fail_code
     # A rerun's outcomes say what each clip cost, and why each failure failed.
-    costs = {o.job.job_key: o.result.task.credits_consumed for o in again if o.result}
-    assert costs == {o.job.job_key: o.result.task.credits_consumed for o in first if o.result}
+    costs = {o.job_key: o.credits for o in again if o.ok}
+    assert costs == {o.job_key: o.credits for o in first if o.ok} and all(costs.values())
+    assert all(o.credits is None for o in again if not o.ok)
     codes = {
         o.job.job_key: o.error.fail_code for o in again if isinstance(o.error, TaskFailedError)
     }
