@@ -19,8 +19,9 @@ demo: $(VENV)/.installed
 
 test: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/ruff check kling_async tests benchmarks
+	$(BIN)/ruff check kling_async tests benchmarks examples
 	$(BIN)/mypy --strict kling_async
+	$(BIN)/mypy --strict examples
 	rm -rf .dist-check && $(BIN)/python -m build -q --no-isolation --outdir .dist-check . >/dev/null
 	$(BIN)/twine check --strict .dist-check/* && rm -rf .dist-check
 	$(BIN)/pytest
