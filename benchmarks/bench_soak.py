@@ -105,7 +105,7 @@ async def soak(
                     async for outcome in outcomes:
                         tally[_kind(outcome)] += 1
                         if outcome.ok:
-                            delivered.add(outcome.job.job_key)
+                            delivered.add(outcome.job_key)
         finally:
             if receiver is not None:
                 await receiver.close()

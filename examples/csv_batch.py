@@ -141,7 +141,7 @@ class BatchProgress:
 
     def finished(self, outcome: JobOutcome) -> None:
         """Count one finished job."""
-        self.step.pop(outcome.job.job_key, None)
+        self.step.pop(outcome.job_key, None)
         self.progress.advance(self.bar)
         self._redraw()
 
@@ -199,7 +199,7 @@ async def run_batch(
                     (made if outcome.ok else failed).append(outcome)
                     tracker.finished(outcome)
     elapsed = time.monotonic() - started
-    new = [o for o in made if o.job.job_key not in tracker.done_before]
+    new = [o for o in made if o.job_key not in tracker.done_before]
     credits = sum(o.result.task.credits_consumed or 0 for o in new if o.result is not None)
     print(
         f"{len(made)} of {len(jobs)} clips made ({len(made) - len(new)} already done before, "
@@ -207,7 +207,7 @@ async def run_batch(
         f"{credits:g} credits for the clips finished now; files in {out}/"
     )
     for outcome in failed:
-        print(f"  failed: {outcome.job.job_key}: {describe_failure(outcome.error)}")
+        print(f"  failed: {outcome.job_key}: {describe_failure(outcome.error)}")
     return EXIT_FAILED if failed else EXIT_OK
 
 

@@ -33,7 +33,7 @@ async def main(base: str, key: str, journal: str, out: str, jobs: int, scale: fl
         async for outcome in kling.generate_many(
             batch, journal=journal, download_to=out, on_event=report
         ):
-            print("outcome", outcome.job.job_key, "ok" if outcome.ok else "error", flush=True)
+            print("outcome", outcome.job_key, "ok" if outcome.ok else "error", flush=True)
     print("finished", flush=True)
 
 

@@ -96,7 +96,7 @@ async def test_200_jobs_under_the_documented_limits(make_sim: SimFactory) -> Non
                 )
             outcomes.append(outcome)
     assert len(outcomes) == 200 and all(o.ok for o in outcomes)
-    assert {o.job.job_key for o in outcomes} == {f"j{i}" for i in range(200)}
+    assert {o.job_key for o in outcomes} == {f"j{i}" for i in range(200)}
     assert sim.rate_limited == {"createTask": 0, "recordInfo": 0}
     assert sim.tasks_created[sim.api_key] == 200
     assert sim.count("streamUpload") == 2  # one picture and one video for all 200 jobs
@@ -123,7 +123,7 @@ async def test_mixed_failures_leave_other_jobs_unharmed(make_sim: SimFactory) ->
             jobs,
             on_event=lambda e: failed_events.append(e) if e.kind is JobEventKind.FAILED else None,
         )
-    by_key = {o.job.job_key: o for o in outcomes}
+    by_key = {o.job_key: o for o in outcomes}
     assert len(by_key) == 14
     assert isinstance(by_key["bad-image"].error, MediaValidationError)
     assert isinstance(by_key["bad-video"].error, MediaValidationError)
@@ -132,7 +132,7 @@ async def test_mixed_failures_leave_other_jobs_unharmed(make_sim: SimFactory) ->
     assert failed and succeeded and len(failed) + len(succeeded) == 12
     assert sim.tasks_created[sim.api_key] == 12
     assert sim.count("streamUpload") == 2  # the bad files were never sent
-    assert {e.job_key for e in failed_events} == {o.job.job_key for o in outcomes if not o.ok}
+    assert {e.job_key for e in failed_events} == {o.job_key for o in outcomes if not o.ok}
 
 
 async def test_jobs_are_pulled_lazily(make_sim: SimFactory) -> None:
@@ -164,7 +164,7 @@ async def test_async_iterables_work_too(sim: Simulator) -> None:
 
     async with session_for(sim) as kling:
         outcomes = await collect(kling, jobs())
-    assert sorted(o.job.job_key for o in outcomes) == ["a0", "a1", "a2"]
+    assert sorted(o.job_key for o in outcomes) == ["a0", "a1", "a2"]
 
 
 def test_default_keys_hash_the_inputs() -> None:
@@ -440,7 +440,7 @@ async def test_the_journal_keeps_credits_and_fail_codes(
     assert any(o.ok for o in first) and any(not o.ok for o in first)
     async with Journal(journal) as book:
         for outcome in first:
-            record = await book.get(outcome.job.job_key)
+            record = await book.get(outcome.job_key)
             assert record is not None
             if outcome.ok and outcome.result is not None:
                 assert record.credits == outcome.result.task.credits_consumed and record.credits
@@ -451,9 +451,7 @@ async def test_the_journal_keeps_credits_and_fail_codes(
     costs = {o.job_key: o.credits for o in again if o.ok}
     assert costs == {o.job_key: o.credits for o in first if o.ok} and all(costs.values())
     assert all(o.credits is None for o in again if not o.ok)
-    codes = {
-        o.job.job_key: o.error.fail_code for o in again if isinstance(o.error, TaskFailedError)
-    }
+    codes = {o.job_key: o.error.fail_code for o in again if isinstance(o.error, TaskFailedError)}
     assert codes and all(codes.values())
 
 
