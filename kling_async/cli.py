@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -23,16 +24,19 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
-from .jobs import Job, JobEvent, JobOutcome, MediaSource
+from .jobs import Job, JobEvent, JobEventKind, JobOutcome, MediaSource
 from .journal import Journal
 from .media import validate_image, validate_video
 from .models import UploadedFile, is_http_url
 from .rules import DOLLARS_PER_CREDIT, estimate_credits
 from .session import KlingSession
 from .settings import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
+
+if TYPE_CHECKING:
+    from .progress import JobsDisplay
 
 __all__ = ["main"]
 
@@ -192,8 +196,24 @@ def _demo(args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK
 
 
-def _printer(out: _Out) -> Any:
+def _display(out: _Out, jobs: int | None = None) -> JobsDisplay | None:
+    """The live display on stderr when it is a terminal and rich (the cli extra) is there."""
+    if not out.progress:
+        return None
+    try:
+        from .progress import JobsDisplay
+    except ImportError:
+        return None  # plain lines, as without a display
+    return JobsDisplay.on_stderr(jobs=jobs, redirect_stdout=sys.stdout.isatty())
+
+
+def _printer(out: _Out, display: JobsDisplay | None = None) -> Any:
+    if display is not None:
+        return display.on_event
+
     def on_event(event: JobEvent) -> None:
+        if event.kind in (JobEventKind.UPLOADING, JobEventKind.DOWNLOADING):
+            return  # a line per step, not per chunk
         where = f" {event.task_id}" if event.task_id else ""
         detail = f" ({event.detail})" if event.detail and event.kind.value != "failed" else ""
         state = f" {event.task.state.value}" if event.task is not None else ""
@@ -203,17 +223,19 @@ def _printer(out: _Out) -> Any:
 
 
 async def _generate(args: argparse.Namespace, out: _Out) -> int:
+    display = _display(out)
     async with _session(args) as kling:
-        result = await kling.generate(
-            args.image,
-            args.video,
-            prompt=args.prompt,
-            character_orientation=args.orientation,
-            mode=args.mode,
-            download_to=args.out,
-            timeout=args.timeout,
-            on_event=_printer(out),
-        )
+        with display or contextlib.nullcontext():
+            result = await kling.generate(
+                args.image,
+                args.video,
+                prompt=args.prompt,
+                character_orientation=args.orientation,
+                mode=args.mode,
+                download_to=args.out,
+                timeout=args.timeout,
+                on_event=_printer(out, display),
+            )
     files = [str(f) for f in result.files]
     out.result(
         f"done: task {result.task.task_id}" + (f", saved {', '.join(files)}" if files else ""),
@@ -287,21 +309,27 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
     tally: Counter[str] = Counter()
     unknown: list[str] = []
     credits: list[float] = []
+    display = _display(out, len(jobs))
     async with (
         _session(args) as kling,
         kling.generate_many(
             jobs,
             journal=args.journal,
             download_to=args.out,
-            on_event=_printer(out),
+            on_event=_printer(out, display),
             max_credits=args.max_credits,
             retry_failed=args.retry_failed,
         ) as outcomes,
     ):
-        async for outcome in outcomes:
-            _report(outcome, out, tally, unknown)
-            if outcome.result is not None and outcome.result.task.credits_consumed:
-                credits.append(outcome.result.task.credits_consumed)
+        with display or contextlib.nullcontext():
+            async for outcome in outcomes:
+                _report(outcome, out, tally, unknown)
+                if display is not None:
+                    display.finished(outcome)
+                if outcome.result is not None and outcome.result.task.credits_consumed:
+                    credits.append(outcome.result.task.credits_consumed)
+    if display is not None:
+        display.print_summary(args.journal)
     summary = ", ".join(f"{kind} {n}" for kind, n in sorted(tally.items()))
     spent = sum(credits)
     out.result(

@@ -287,7 +287,11 @@ class KlingClient(BaseClient):
     async def upload_image(
         self, path: str | os.PathLike[str], *, on_progress: OnProgress | None = None
     ) -> UploadedFile:
-        """Check an image against the service's rules (headers only), then stream it up."""
+        """Check an image against the service's rules (headers only), then stream it up.
+
+        ``on_progress(bytes sent, size)`` (plain or async; its errors are logged) hears the
+        upload, from 0; callers sharing one upload of the same content all hear it.
+        """
         path = Path(path)
         await asyncio.to_thread(validate_image, path)
         return await self._uploader.upload_path(
@@ -300,7 +304,10 @@ class KlingClient(BaseClient):
         character_orientation: CharacterOrientation = "video",
         on_progress: OnProgress | None = None,
     ) -> UploadedFile:
-        """Check a video against the rules for ``character_orientation``, then stream it up."""
+        """Check a video against the rules for ``character_orientation``, then stream it up.
+
+        ``on_progress`` is told the bytes sent, as for :meth:`upload_image`.
+        """
         path = Path(path)
         await asyncio.to_thread(validate_video, path, character_orientation)
         return await self._uploader.upload_path(
@@ -345,7 +352,9 @@ class KlingClient(BaseClient):
         The file appears complete or not at all (``.part``, then a rename), and only if what
         arrived is a video (``DownloadError`` otherwise). A transfer slower than
         ``min_transfer_rate`` (after ``request_timeout`` of grace) is ended. The request never
-        carries the API key: result files live on other hosts.
+        carries the API key: result files live on other hosts. ``on_progress(bytes written,
+        Content-Length or None)`` (plain or async; its errors are logged) hears the transfer, from
+        0; a retried transfer starts again from 0.
         """
         task_id = url_or_task.task_id if isinstance(url_or_task, Task) else None
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "JobEventKind",
     "JobOutcome",
     "MediaSource",
+    "ProgressGate",
 ]
 
 #: A local file, a file already uploaded, or an http(s) URL used as is.
@@ -123,13 +125,19 @@ _ROW_ALIASES = {"orientation": "character_orientation"}
 
 
 class JobEventKind(enum.Enum):
-    """The steps a job reports."""
+    """The steps a job reports.
+
+    ``UPLOADING`` and ``DOWNLOADING`` come repeatedly while a file moves (``bytes`` so far of
+    ``total``), throttled by :class:`ProgressGate`; ``STATE_CHANGED`` carries the ``task``.
+    """
 
     VALIDATED = "validated"
+    UPLOADING = "uploading"
     UPLOADED = "uploaded"
     CREATED = "created"
     RESUMED = "resumed"
     STATE_CHANGED = "state_changed"
+    DOWNLOADING = "downloading"
     DOWNLOADED = "downloaded"
     SKIPPED = "skipped"
     FAILED = "failed"
@@ -142,12 +150,61 @@ class JobEvent:
     kind: JobEventKind
     job_key: str
     task_id: str | None = None
+    #: The task as last seen (its ``state`` on ``STATE_CHANGED``).
     task: Task | None = None
-    #: Bytes uploaded or downloaded, where the step moved a file.
+    #: Bytes uploaded or downloaded, where the step moved a file (so far, while it moves).
     bytes: int | None = None
+    #: The file: the local file uploaded (``detail`` says image or video), or the one written.
     path: Path | None = None
     error: BaseException | None = None
     detail: str | None = None
+    #: The size of the file moving, on ``UPLOADING``/``DOWNLOADING``; None if not known (a
+    #: download without ``Content-Length``).
+    total: int | None = None
+
+
+#: Progress events of one transfer are at least this many bytes apart (or 1% of the file)...
+PROGRESS_MIN_BYTES = 64 * 1024
+#: ...and at least this many seconds apart: about 10 a second at most, per file.
+PROGRESS_MIN_INTERVAL = 0.1
+
+
+@attrs.define
+class ProgressGate:
+    """Which progress reports of one transfer become events: no floods, never the last one lost.
+
+    A report is let through if it is the first, the one that reaches ``total``, a restart (fewer
+    bytes than before: a retried transfer starts again from 0), or both ``min_bytes`` (or 1% of
+    ``total``) and ``min_interval`` seconds past the last one let through. Pure: the caller
+    passes the time.
+    """
+
+    min_bytes: int = PROGRESS_MIN_BYTES
+    min_interval: float = PROGRESS_MIN_INTERVAL
+    _bytes: int | None = attrs.field(default=None, init=False)
+    _at: float = attrs.field(default=-math.inf, init=False)
+    #: The ``total`` of the last report let through.
+    total: int | None = attrs.field(default=None, init=False)
+
+    def admit(self, done: int, total: int | None, now: float) -> bool:
+        """True if the report ``done`` of ``total`` bytes at ``now`` is to be an event."""
+        last = self._bytes
+        if done == last:
+            return False
+        finished = total is not None and done >= total
+        if last is not None and done > last and not finished:
+            step = max(self.min_bytes, (total or 0) // 100)
+            if done - last < step or now - self._at < self.min_interval:
+                return False
+        self._bytes, self._at, self.total = done, now, total
+        return True
+
+    def settle(self, done: int, now: float) -> bool:
+        """True if the transfer ended at ``done`` bytes and no event said so yet."""
+        if done == self._bytes:
+            return False
+        self._bytes, self._at = done, now
+        return True
 
 
 @attrs.frozen

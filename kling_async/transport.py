@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import io
+import logging
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,12 +39,36 @@ from .errors import (
 from .settings import DEFAULT_MIN_TRANSFER_RATE
 from .wire import MAX_ANSWER_BYTES
 
-__all__ = ["FilePart", "HttpAnswer", "HttpTransport", "map_client_error", "multipart_form"]
+__all__ = [
+    "FilePart",
+    "HttpAnswer",
+    "HttpTransport",
+    "map_client_error",
+    "multipart_form",
+    "notify_progress",
+]
+
+log = logging.getLogger("kling_async")
 
 _CHUNK = 256 * 1024
 _FILE_CHUNK = 1024 * 1024
-#: ``(bytes so far, total or None)``, the one progress signature of the library.
+#: ``(bytes so far, total or None)``, the one progress signature of the library (plain or async).
 OnProgress = Callable[[int, int | None], Any]
+
+
+async def notify_progress(on_progress: OnProgress | None, done: int, total: int | None) -> None:
+    """Tell ``on_progress`` (plain or async) how far a transfer is; an error it raises is logged.
+
+    A progress callback never breaks the transfer it watches.
+    """
+    if on_progress is None:
+        return
+    try:
+        result = on_progress(done, total)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("on_progress raised at %d of %s bytes; the transfer goes on", done, total)
 
 
 async def _read_capped(answer: aiohttp.ClientResponse, what: str) -> bytes:
@@ -134,14 +160,15 @@ class FilePayload(Payload):
         total = self._file_size
         fh = await _open_for_reading(self._path)
         try:
+            # From 0: a watcher learns the size (and that this attempt started) before a chunk.
+            await notify_progress(self._on_progress, 0, total)
             while sent < total:
                 chunk = await fh.read(min(_FILE_CHUNK, total - sent))
                 if not chunk:
                     raise OSError(f"{self._path} shrank while being uploaded")
                 await writer.write(chunk)
                 sent += len(chunk)
-                if self._on_progress is not None:
-                    self._on_progress(sent, total)
+                await notify_progress(self._on_progress, sent, total)
         finally:
             await asyncio.shield(fh.close())
 
@@ -270,8 +297,10 @@ class HttpTransport:
         """GET ``url`` (no credentials) into ``target.part``, then rename; return bytes written.
 
         The transfer must average ``min_rate`` bytes per second after ``grace`` seconds, or it is
-        ended with a ``TransportError``. ``accept(url, head)`` judges the first bytes before the
-        rename (and raises to refuse them); nothing is left behind when it does.
+        ended with a ``TransportError``. ``on_progress(bytes so far, Content-Length or None)``
+        (plain or async) is told from 0, after each chunk; an error it raises is logged.
+        ``accept(url, head)`` judges the first bytes before the rename (and raises to refuse
+        them); nothing is left behind when it does.
         """
         part = target.with_name(target.name + ".part")
         written = 0
@@ -294,6 +323,7 @@ class HttpTransport:
                         deadline.reschedule(started + grace + total / min_rate)
                     await _mkdir(target.parent)
                     head = b""
+                    await notify_progress(on_progress, 0, total)
                     async with aiofiles.open(part, "wb") as out:
                         async for chunk in answer.content.iter_chunked(_CHUNK):
                             if len(head) < 32:
@@ -302,8 +332,7 @@ class HttpTransport:
                             written += len(chunk)
                             if total is None:
                                 deadline.reschedule(started + grace + written / min_rate)
-                            if on_progress is not None:
-                                on_progress(written, total)
+                            await notify_progress(on_progress, written, total)
                     if total is not None and written != total:
                         short = aiohttp.ClientPayloadError(f"got {written} of {total} bytes")
                         raise map_client_error(short, "download")

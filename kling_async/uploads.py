@@ -24,7 +24,7 @@ from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
 from .settings import DEFAULT_MIN_TRANSFER_RATE
-from .transport import FilePart, OnProgress, multipart_form
+from .transport import FilePart, OnProgress, multipart_form, notify_progress
 from .wire import parse_uploaded_file
 
 __all__ = ["Uploader", "content_digest"]
@@ -33,6 +33,8 @@ __all__ = ["Uploader", "content_digest"]
 BASE64_MAX_BYTES = 1024 * 1024
 
 Call = Callable[..., Awaitable[Any]]
+#: Sends one upload, reporting its progress to the callback it is given.
+Send = Callable[[OnProgress], Awaitable[UploadedFile]]
 
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "mp4": ".mp4", "matroska": ".mkv", "gif": ".gif"}
 
@@ -138,7 +140,11 @@ class Uploader:
         file_name: str | None,
         on_progress: OnProgress | None,
     ) -> UploadedFile:
-        """Upload a file from disk, or reuse the upload of the same content this session."""
+        """Upload a file from disk, or reuse the upload of the same content this session.
+
+        ``on_progress`` (plain or async) hears the bytes sent, from when it joins the upload
+        (callers sharing an upload all hear it); a reused upload reports nothing.
+        """
         try:
             return await self._upload_path(path, upload_path, file_name, on_progress)
         except OSError as exc:
@@ -158,8 +164,12 @@ class Uploader:
         key = (digest, size, upload_path if file_name is None else f"{upload_path}/{file_name}")
         name = file_name or default_file_name(digest, path.name, head)
 
-        part = FilePart(path, size, name, mime_of(head, path.name), on_progress)
-        return await self._once(key, lambda: self._stream(upload_path, part))
+        mime = mime_of(head, path.name)
+
+        def send(progress: OnProgress) -> Awaitable[UploadedFile]:
+            return self._stream(upload_path, FilePart(path, size, name, mime, progress))
+
+        return await self._once(key, send, on_progress)
 
     async def upload_bytes(
         self, content: bytes, *, upload_path: str, file_name: str | None
@@ -173,7 +183,7 @@ class Uploader:
         )
         name = file_name or default_file_name(digest, "", content[:32])
 
-        async def send() -> UploadedFile:
+        async def send(_: OnProgress) -> UploadedFile:
             if len(content) <= BASE64_MAX_BYTES:
                 body = {
                     "base64Data": base64.b64encode(content).decode("ascii"),
@@ -223,12 +233,13 @@ class Uploader:
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
     async def _once(
-        self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
+        self, key: tuple[str, int, str], send: Send, on_progress: OnProgress | None = None
     ) -> UploadedFile:
         """Run ``send`` unless the same content is already uploaded (and fresh) or uploading.
 
         The upload runs in a task the uploader owns. Each caller waits on it without being able
-        to cancel it for the others; when the last caller stops waiting, it is cancelled.
+        to cancel it for the others; when the last caller stops waiting, it is cancelled. Its
+        progress goes to every caller waiting on it, a late one first hearing where it stands.
         """
         cached = self._cache.get(key)
         if cached is not None:
@@ -240,7 +251,11 @@ class Uploader:
             if flight is None or flight.task.cancelled():
                 flight = self._start_flight(key, send)
             flight.waiters += 1
+            if on_progress is not None:
+                flight.listeners.append(on_progress)
             try:
+                if on_progress is not None and flight.last is not None:
+                    await notify_progress(on_progress, *flight.last)
                 return await asyncio.shield(flight.task)
             except asyncio.CancelledError:
                 current = asyncio.current_task()
@@ -253,11 +268,12 @@ class Uploader:
                 raise
             finally:
                 flight.waiters -= 1
+                if on_progress is not None:
+                    flight.listeners.remove(on_progress)
 
-    def _start_flight(
-        self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
-    ) -> _Flight:
-        flight = _Flight(asyncio.create_task(self._send_and_keep(key, send)))
+    def _start_flight(self, key: tuple[str, int, str], send: Send) -> _Flight:
+        flight = _Flight()
+        flight.task = asyncio.create_task(self._send_and_keep(key, send, flight.report))
         self._in_flight[key] = flight
 
         def ended(_: asyncio.Task[UploadedFile]) -> None:
@@ -277,17 +293,27 @@ class Uploader:
         return self._grace + size / self._min_rate
 
     async def _send_and_keep(
-        self, key: tuple[str, int, str], send: Callable[[], Awaitable[UploadedFile]]
+        self, key: tuple[str, int, str], send: Send, progress: OnProgress
     ) -> UploadedFile:
-        uploaded = await send()
+        uploaded = await send(progress)
         self._cache[key] = uploaded
         _trim(self._cache)
         return uploaded
 
 
 class _Flight:
-    """One upload in progress and how many callers wait on it."""
+    """One upload in progress, how many callers wait on it, and who hears its progress."""
 
-    def __init__(self, task: asyncio.Task[UploadedFile]) -> None:
-        self.task = task
+    task: asyncio.Task[UploadedFile]
+
+    def __init__(self) -> None:
         self.waiters = 0
+        self.listeners: list[OnProgress] = []
+        #: The last progress reported: a caller joining late hears it first.
+        self.last: tuple[int, int | None] | None = None
+
+    async def report(self, done: int, total: int | None) -> None:
+        """Pass one progress report to every caller listening (each one's errors are logged)."""
+        self.last = (done, total)
+        for listener in tuple(self.listeners):
+            await notify_progress(listener, done, total)

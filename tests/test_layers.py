@@ -39,6 +39,7 @@ LAYERS = {
     "session": 9,
     "demo": 10,
     "cli": 10,
+    "progress": 10,
     "__init__": 10,
     "__main__": 11,
 }
@@ -186,3 +187,18 @@ def test_only_the_transport_talks_to_aiohttps_client() -> None:
                 talkers.add(name)
     # The webhook receiver is a server (aiohttp.web), not a client.
     assert talkers == {"kling_async.transport", "kling_async.webhooks"}, talkers
+
+
+def test_only_the_display_imports_rich() -> None:
+    """rich is the ``cli`` extra: the library works without it, the CLI falls back to lines."""
+    importers = set()
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            if any(n == "rich" or n.startswith("rich.") for n in names):
+                importers.add(module_name(path))
+    assert importers == {"kling_async.progress"}, importers

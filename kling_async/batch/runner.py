@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import (
     Awaitable,
     Callable,
@@ -31,12 +32,13 @@ from ..errors import (
     SubmissionUnknownError,
     TaskFailedError,
 )
-from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource
+from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource, ProgressGate
 from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
 from ..media import validate_image, validate_video
 from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
 from ..rules import estimate_credits
 from ..submission import Submission
+from ..transport import OnProgress
 from ..webhooks import WebhookReceiver
 
 __all__ = ["JobRunner", "OnEvent", "file_stem"]
@@ -65,8 +67,10 @@ class JobRunner:
         job_timeout: float | None = None,
         max_credits: float | None = None,
         retry_failed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session = session
+        self._clock = clock  # spaces progress events
         self.journal = journal
         self.download_to = Path(download_to) if download_to is not None else None
         self.on_event = on_event
@@ -92,6 +96,20 @@ class JobRunner:
                 await result
         except Exception:
             log.exception("on_event raised for job %s (%s); the job goes on", key, kind.value)
+
+    def _progress(
+        self, kind: JobEventKind, key: str, path: Path, **fields: Any
+    ) -> tuple[OnProgress | None, ProgressGate]:
+        """A transfer's progress as ``kind`` events of one file, throttled by a gate."""
+        gate = ProgressGate()
+        if self.on_event is None:
+            return None, gate
+
+        async def report(done: int, total: int | None) -> None:
+            if gate.admit(done, total, self._clock()):
+                await self.emit(kind, key, path=path, bytes=done, total=total, **fields)
+
+        return report, gate
 
     async def landed(self) -> None:
         """Wait until every createTask left on the wire by a cancelled job is recorded."""
@@ -315,10 +333,13 @@ class JobRunner:
             if url and expires and expires > datetime.now(UTC) + UPLOAD_MARGIN:
                 return url
         path = Path(text)
+        progress, _ = self._progress(JobEventKind.UPLOADING, key, path, detail=which)
         if which == "image":
-            uploaded = await self.session.upload_image(path)
+            uploaded = await self.session.upload_image(path, on_progress=progress)
         else:
-            uploaded = await self.session.upload_video(path, job.character_orientation)
+            uploaded = await self.session.upload_video(
+                path, job.character_orientation, on_progress=progress
+            )
         await self.emit(
             JobEventKind.UPLOADED, key, path=path, bytes=uploaded.size_bytes, detail=which
         )
@@ -460,14 +481,24 @@ class JobRunner:
             if target in known and await asyncio.to_thread(target.exists):
                 files.append(target)
                 continue
-            path = await self.session.download(url, target, overwrite=True)
+            progress, gate = self._progress(
+                JobEventKind.DOWNLOADING, key, target, task_id=task.task_id
+            )
+            path = await self.session.download(url, target, overwrite=True, on_progress=progress)
             files.append(path)
+            size = (await asyncio.to_thread(path.stat)).st_size
+            if progress is not None and gate.settle(size, self._clock()):
+                # Without a Content-Length, no report was known to be the last: say it now.
+                await self.emit(
+                    JobEventKind.DOWNLOADING,
+                    key,
+                    task_id=task.task_id,
+                    path=target,
+                    bytes=size,
+                    total=gate.total,
+                )
             await self.emit(
-                JobEventKind.DOWNLOADED,
-                key,
-                task_id=task.task_id,
-                path=path,
-                bytes=(await asyncio.to_thread(path.stat)).st_size,
+                JobEventKind.DOWNLOADED, key, task_id=task.task_id, path=path, bytes=size
             )
         await self._record(key, files=files)
         return tuple(files)
