@@ -156,7 +156,7 @@ class JobsDisplay:
                 failed[_why(outcome.error)].append(outcome)
         for why, group in failed.items():
             first = str(group[0].error)
-            table.add_row(why, str(len(group)), f"{first}\n{_keys(o.job.job_key for o in group)}")
+            table.add_row(why, str(len(group)), f"{first}\n{_keys(o.job_key for o in group)}")
         if unknown:
             table.add_row(
                 "unknown",

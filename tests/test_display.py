@@ -106,7 +106,7 @@ async def test_the_summary_says_why_jobs_failed_and_what_to_do_with_unknown_ones
         async for outcome in run:
             display.finished(outcome)
             outcomes.append(outcome)
-    lost = [o.job.job_key for o in outcomes if isinstance(o.error, SubmissionUnknownError)]
+    lost = [o.job_key for o in outcomes if isinstance(o.error, SubmissionUnknownError)]
     failed = [o for o in outcomes if isinstance(o.error, TaskFailedError)]
     assert lost and failed and len(lost) + len(failed) == 6
     table = text_of(display, "batch.sqlite")
