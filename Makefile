@@ -1,9 +1,12 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv on first use.
+# The commands of the README: `make demo`, `make test` (and `make docs`). All set up .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The API reference site, into .site/ (`make docs`, and a step of `make test`). --strict: a broken
+# link, cross-reference, README snippet or a docstring griffe warns about fails the build.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test docs lint typecheck pytest bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +21,26 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m kling_async.demo
 
 test: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/ruff check kling_async tests benchmarks examples
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	$(BIN)/ruff check kling_async tests benchmarks examples docs
 	$(BIN)/mypy --strict kling_async
 	$(BIN)/mypy --strict examples
+	$(MKDOCS)
 	rm -rf .dist-check && $(BIN)/python -m build -q --no-isolation --outdir .dist-check . >/dev/null
 	$(BIN)/twine check --strict .dist-check/* && rm -rf .dist-check
 	$(BIN)/pytest
+
+# The docs extra, installed once, again only when pyproject.toml changes.
+$(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(MKDOCS)
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .site
