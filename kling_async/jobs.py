@@ -128,7 +128,8 @@ class JobEventKind(enum.Enum):
     """The steps a job reports.
 
     ``UPLOADING`` and ``DOWNLOADING`` come repeatedly while a file moves (``bytes`` so far of
-    ``total``), throttled by :class:`ProgressGate`; ``STATE_CHANGED`` carries the ``task``.
+    ``total``), throttled (about ten a second, 1% steps, the last one always sent);
+    ``STATE_CHANGED`` carries the ``task``.
     """
 
     VALIDATED = "validated"
