@@ -208,14 +208,26 @@ class ClipBot:
         await send("Got it! Checking your picture and video…")
         validated = 0
         rendering = False
+        told_percent = 0
 
         async def on_event(event: JobEvent) -> None:
             # A few messages per clip: a chat is not a log, so most steps stay silent.
-            nonlocal validated, rendering
+            nonlocal validated, rendering, told_percent
             if event.kind is JobEventKind.VALIDATED:
                 validated += 1
                 if validated == 2:
                     await send("Both files look good. Uploading them…")
+            elif (
+                event.kind is JobEventKind.UPLOADING
+                and event.detail == "video"
+                and event.total
+                and event.bytes is not None
+            ):
+                # The video is the long upload: say so at each quarter, once (a chat is no bar).
+                quarter = 25 * (100 * event.bytes // event.total // 25)
+                if quarter > told_percent:
+                    told_percent = quarter
+                    await send(f"Uploading your video: {quarter}%")
             elif event.kind is JobEventKind.CREATED:
                 await send("Your clip is in the queue.")
             elif (
