@@ -237,7 +237,7 @@ class KlingClient(BaseClient):
         ``create_task(model, input)`` creates a task of any Market model kie.ai hosts
         (text-to-video, image-to-video, avatars...): **unvalidated**, ``input`` is sent as given,
         unknown fields untouched; the service is the judge. Either way the task gets the same
-        rate limits, safe retries, waits and downloads.
+        rate limits, safe retries, waits and downloads (``download`` takes video results only).
 
         Retried only when the service surely created nothing (429 after a full window, 455, or
         no connection); if the request went out and its outcome is unknown (lost answer, a 5xx
@@ -264,6 +264,13 @@ class KlingClient(BaseClient):
             if callback_url is not None:
                 raise TypeError("create_task() got callback_url twice")
             callback_url = given["callback_url"]
+        if callback_url is not None and not is_http_url(callback_url):
+            if isinstance(callback_url, Mapping):
+                raise ConfigurationError(
+                    "create_task(MotionControlInput) takes no input mapping; "
+                    "create_task(model, input) is the generic form"
+                )
+            raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
         if isinstance(inp, MotionControlInput):
             if input is not None:
                 raise ConfigurationError(

@@ -111,7 +111,8 @@ class KlingSession(KlingClient):
         (per-second price times the video's length) over it: such jobs end with
         ``CreditLimitError``. With ``retry_failed``, jobs the journal holds as failed get a new task
         (never jobs whose creation is unknown). ``model`` and ``background_source`` are the
-        defaults of jobs that leave theirs None (the model's default: kling-2.6/motion-control).
+        defaults of jobs that leave theirs None (the model's default: kling-2.6/motion-control);
+        a job of 2.6 given a background source ends with ``ConfigurationError``, unsent.
         With ``journal`` (a SQLite file path), a rerun after a crash or Ctrl-C resumes tasks
         instead of creating them again. Use it as ``async with kling.generate_many(...) as
         outcomes:`` to be able to leave early cleanly.
