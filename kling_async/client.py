@@ -252,18 +252,17 @@ class KlingClient(BaseClient):
         # The two forms differ in their positional arguments: (inp, callback_url) and
         # (model, input, callback_url).
         motion = isinstance(inp, MotionControlInput)
-        names = ("callback_url",) if motion else ("input", "callback_url")
-        if len(args) > len(names):
-            raise TypeError(f"create_task() takes at most {len(names) + 1} positional arguments")
-        given = dict(zip(names, args, strict=False))
-        if "input" in given:
-            if input is not None:
-                raise TypeError("create_task() got input twice")
-            input = given["input"]
-        if "callback_url" in given:
-            if callback_url is not None:
-                raise TypeError("create_task() got callback_url twice")
-            callback_url = given["callback_url"]
+        positional = ("callback_url",) if motion else ("input", "callback_url")
+        if len(args) > len(positional):
+            raise TypeError(
+                f"create_task() takes at most {len(positional) + 1} positional arguments"
+            )
+        named: dict[str, Any] = {"input": input, "callback_url": callback_url}
+        for name, value in zip(positional, args, strict=False):
+            if named[name] is not None:
+                raise TypeError(f"create_task() got {name} twice")
+            named[name] = value
+        input, callback_url = named["input"], named["callback_url"]
         if callback_url is not None and not is_http_url(callback_url):
             if isinstance(callback_url, Mapping):
                 raise ConfigurationError(

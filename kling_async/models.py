@@ -247,7 +247,8 @@ class Task:
     #: Processing time in seconds (the service's ``costTime``; older docs said milliseconds).
     cost_time: float | None = None
     credits_consumed: float | None = None
-    #: The input the task was created with, parsed from ``param`` when the service sent it.
+    #: The input the task was created with, parsed from ``param`` when the service sent it
+    #: (None for a model other than motion control: see ``create_task(model, input)``).
     input: MotionControlInput | None = None
     callback_url: str | None = None
     #: The service's state text when it is none of the five documented ones; ``state`` then
