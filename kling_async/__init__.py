@@ -1,4 +1,4 @@
-"""kling_async: an asyncio client for kie.ai's kling-2.6/motion-control video model."""
+"""kling_async: an asyncio client for kie.ai's kling motion-control video models (2.6, 3.0)."""
 
 from __future__ import annotations
 

@@ -30,8 +30,16 @@ from .errors import APIError, ConfigurationError, KlingError, MediaValidationErr
 from .jobs import Job, JobEvent, JobEventKind, JobOutcome, MediaSource
 from .journal import Journal
 from .media import validate_image, validate_video
-from .models import UploadedFile, is_http_url
-from .rules import DOLLARS_PER_CREDIT, estimate_credits
+from .models import UploadedFile, check_background_source, is_http_url
+from .rules import (
+    BACKGROUND_SOURCES,
+    DOLLARS_PER_CREDIT,
+    MODE_SPELLINGS,
+    MODEL_NAME,
+    MOTION_MODELS,
+    estimate_credits,
+    wire_mode,
+)
 from .session import KlingSession
 from .settings import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 
@@ -131,12 +139,16 @@ def _validate(args: argparse.Namespace, out: _Out) -> int:
 def _estimate(args: argparse.Namespace, out: _Out) -> int:
     validate_image(Path(args.image))
     video = validate_video(Path(args.video), args.orientation)
-    credits = estimate_credits(video.duration_s, args.mode)
+    model = args.model or MODEL_NAME
+    check_background_source(model, args.background_source)
+    credits = estimate_credits(video.duration_s, args.mode, model=model)
+    mode = wire_mode(args.mode)
     out.result(
-        f"{video.duration_s:.2f} s at {args.mode}: about {credits:g} credits "
+        f"{video.duration_s:.2f} s at {mode} on {model}: about {credits:g} credits "
         f"(${credits * DOLLARS_PER_CREDIT:.2f}); nothing was created",
         seconds=round(video.duration_s, 3),
-        mode=args.mode,
+        mode=mode,
+        model=model,
         credits=credits,
         dollars=round(credits * DOLLARS_PER_CREDIT, 2),
     )
@@ -232,6 +244,8 @@ async def _generate(args: argparse.Namespace, out: _Out) -> int:
                 prompt=args.prompt,
                 character_orientation=args.orientation,
                 mode=args.mode,
+                model=args.model or MODEL_NAME,
+                background_source=args.background_source,
                 download_to=args.out,
                 timeout=args.timeout,
                 on_event=_printer(out, display),
@@ -268,18 +282,26 @@ def _local_file(source: MediaSource, name: str) -> Path:
     return Path(os.fspath(source))
 
 
-def _jobs(path: Path, base: Path) -> tuple[list[Job], float, list[str]]:
-    """Every job of the manifest, checked before anything is sent; its cost; the problems."""
+def _jobs(
+    path: Path, base: Path, model: str | None = None, background_source: str | None = None
+) -> tuple[list[Job], float, list[str]]:
+    """Every job of the manifest, checked before anything is sent; its cost; the problems.
+
+    A row's ``model`` and ``background_source`` columns win over the ``--model`` and
+    ``--background-source`` given for the whole batch.
+    """
     jobs: list[Job] = []
     total = 0.0
     problems: list[str] = []
     for number, row in _manifest(path):
         try:
-            job = Job.from_row(row, base_dir=base)
+            # The batch's --model and --background-source, unless the row gives its own.
+            given = {"model": model or MODEL_NAME, "background_source": background_source}
+            job = Job.from_row({**{k: v for k, v in given.items() if v}, **row}, base_dir=base)
             validate_image(_local_file(job.image, "image"))
             video = _local_file(job.video, "video")
             seconds = validate_video(video, job.character_orientation).duration_s
-            total += estimate_credits(seconds, job.mode)
+            total += estimate_credits(seconds, job.mode, model=job.model or MODEL_NAME)
             jobs.append(job)
         except (KlingError, ValueError) as exc:
             problems.append(f"{path}:{number}: {exc}")
@@ -289,7 +311,7 @@ def _jobs(path: Path, base: Path) -> tuple[list[Job], float, list[str]]:
 async def _batch(args: argparse.Namespace, out: _Out) -> int:
     manifest = Path(args.manifest)
     try:
-        jobs, total, problems = _jobs(manifest, manifest.parent)
+        jobs, total, problems = _jobs(manifest, manifest.parent, args.model, args.background_source)
     except (OSError, ValueError) as exc:
         raise ConfigurationError(f"cannot read {manifest}: {exc}") from None
     for problem in problems:
@@ -380,7 +402,10 @@ async def _journal(args: argparse.Namespace, out: _Out) -> int:
             for key in await journal.keys(status):
                 record = await journal.get(key)
                 task = record.task_id if record is not None and record.task_id else "-"
-                out.result(f"{status:10} {key} {task}", key=key, status=status, task_id=task)
+                model = record.model if record is not None else None
+                out.result(
+                    f"{status:10} {key} {task}", key=key, status=status, task_id=task, model=model
+                )
     return EXIT_OK
 
 
@@ -420,14 +445,21 @@ def _parser() -> argparse.ArgumentParser:
     service.add_argument("--upload-base-url", default=None, help="default: --base-url's host")
     clip = argparse.ArgumentParser(add_help=False)
     clip.add_argument("--orientation", choices=("image", "video"), default="video")
-    clip.add_argument("--mode", choices=("720p", "1080p"), default="720p")
+    clip.add_argument("--mode", choices=tuple(MODE_SPELLINGS), default="720p")
+    motion = argparse.ArgumentParser(add_help=False)
+    motion.add_argument("--model", choices=MOTION_MODELS, help=f"default: {MODEL_NAME}")
+    motion.add_argument(
+        "--background-source", choices=BACKGROUND_SOURCES, help="kling-3.0/motion-control only"
+    )
 
     parser = argparse.ArgumentParser(prog="kling-async", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     cmd = commands.add_parser("validate", parents=[common], help="check files, no upload")
     cmd.add_argument("files", nargs="+")
     cmd.add_argument("--orientation", choices=("image", "video"), default="video")
-    cmd = commands.add_parser("estimate", parents=[common, clip], help="credits, nothing created")
+    cmd = commands.add_parser(
+        "estimate", parents=[common, clip, motion], help="credits, nothing created"
+    )
     cmd.add_argument("image")
     cmd.add_argument("video")
     commands.add_parser("credits", parents=[common, service], help="the account's balance")
@@ -441,13 +473,15 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--port", type=int, default=8080)
     cmd.add_argument("--time-scale", type=float, default=1.0)
     commands.add_parser("demo", help="a small batch on the embedded simulator")
-    cmd = commands.add_parser("generate", parents=[common, service, clip], help="one clip")
+    cmd = commands.add_parser("generate", parents=[common, service, clip, motion], help="one clip")
     cmd.add_argument("image")
     cmd.add_argument("video")
     cmd.add_argument("--prompt")
     cmd.add_argument("--out", help="folder for the clip")
     cmd.add_argument("--timeout", type=float, help="seconds to wait for the task")
-    cmd = commands.add_parser("batch", parents=[common, service], help="a CSV/JSONL manifest")
+    cmd = commands.add_parser(
+        "batch", parents=[common, service, motion], help="a CSV/JSONL manifest"
+    )
     cmd.add_argument("manifest")
     cmd.add_argument("--out", help="folder for the clips")
     cmd.add_argument("--journal", help="SQLite file: makes the batch resumable")

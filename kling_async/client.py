@@ -13,10 +13,10 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, overload
 
 from .base import BaseClient
 from .downloads import check_video, choose_destination
@@ -56,6 +56,7 @@ from .waiting import OnUpdate, TaskWaiter
 from .webhooks import WebhookReceiver
 from .wire import (
     create_task_body,
+    market_task_body,
     parse_credits,
     parse_download_url,
     parse_task,
@@ -70,7 +71,7 @@ log = logging.getLogger("kling_async")
 
 
 class KlingClient(BaseClient):
-    """An async session with kie.ai's kling-2.6/motion-control model.
+    """An async session with kie.ai's kling motion-control models (2.6 and 3.0), and any other.
 
     Use it as ``async with KlingSession(api_key) as kling:``. Every coroutine of the session shares
     one limiter for task creation (``create_limit``) and one for queries (``query_limit``), so the
@@ -200,6 +201,7 @@ class KlingClient(BaseClient):
         await self._close_transport()
 
     # -- tasks ---------------------------------------------------------------------------------
+    @overload
     async def create_task(
         self,
         inp: MotionControlInput,
@@ -207,8 +209,35 @@ class KlingClient(BaseClient):
         *,
         before_send: Callable[[], Awaitable[None]] | None = None,
         submission: Submission | None = None,
+    ) -> str: ...
+
+    @overload
+    async def create_task(
+        self,
+        inp: str,
+        input: Mapping[str, Any],
+        callback_url: str | None = None,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        submission: Submission | None = None,
+    ) -> str: ...
+
+    async def create_task(
+        self,
+        inp: MotionControlInput | str,
+        *args: Any,
+        input: Mapping[str, Any] | None = None,
+        callback_url: str | None = None,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+        submission: Submission | None = None,
     ) -> str:
         """Create a task and return its id.
+
+        ``create_task(MotionControlInput(...))`` creates a validated motion-control task.
+        ``create_task(model, input)`` creates a task of any Market model kie.ai hosts
+        (text-to-video, image-to-video, avatars...): **unvalidated**, ``input`` is sent as given,
+        unknown fields untouched; the service is the judge. Either way the task gets the same
+        rate limits, safe retries, waits and downloads (``download`` takes video results only).
 
         Retried only when the service surely created nothing (429 after a full window, 455, or
         no connection); if the request went out and its outcome is unknown (lost answer, a 5xx
@@ -220,7 +249,40 @@ class KlingClient(BaseClient):
         the wire, it is let finish (up to ``request_timeout``) and the id is logged; pass a
         :class:`Submission` to read the outcome after a cancellation.
         """
-        body = create_task_body(inp, callback_url or self.callback_url)
+        # The two forms differ in their positional arguments: (inp, callback_url) and
+        # (model, input, callback_url).
+        motion = isinstance(inp, MotionControlInput)
+        positional = ("callback_url",) if motion else ("input", "callback_url")
+        if len(args) > len(positional):
+            raise TypeError(
+                f"create_task() takes at most {len(positional) + 1} positional arguments"
+            )
+        named: dict[str, Any] = {"input": input, "callback_url": callback_url}
+        for name, value in zip(positional, args, strict=False):
+            if named[name] is not None:
+                raise TypeError(f"create_task() got {name} twice")
+            named[name] = value
+        input, callback_url = named["input"], named["callback_url"]
+        if callback_url is not None and not is_http_url(callback_url):
+            if isinstance(callback_url, Mapping):
+                raise ConfigurationError(
+                    "create_task(MotionControlInput) takes no input mapping; "
+                    "create_task(model, input) is the generic form"
+                )
+            raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
+        if isinstance(inp, MotionControlInput):
+            if input is not None:
+                raise ConfigurationError(
+                    "create_task(MotionControlInput) takes no input mapping; "
+                    "create_task(model, input) is the generic form"
+                )
+            body = create_task_body(inp, callback_url or self.callback_url)
+        else:
+            if input is None:
+                raise ConfigurationError(
+                    "create_task(model, input) needs the input mapping of the model's task"
+                )
+            body = market_task_body(inp, input, callback_url or self.callback_url)
         self._open()
         return await self._submitter.submit(body, before_send=before_send, submission=submission)
 

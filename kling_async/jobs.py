@@ -18,15 +18,19 @@ import attrs
 
 from .errors import ConfigurationError
 from .models import (
+    BackgroundSource,
     CharacterOrientation,
     Mode,
+    MotionModel,
     Task,
     UploadedFile,
+    as_mode,
+    check_background_source,
     is_http_url,
     one_of,
     optional_text,
 )
-from .rules import MAX_PROMPT_CHARS, MODES, ORIENTATIONS
+from .rules import MAX_PROMPT_CHARS, MODE_SPELLINGS, MODEL_NAME, MOTION_MODELS, ORIENTATIONS
 
 __all__ = [
     "GenerationResult",
@@ -50,12 +54,18 @@ def describe_source(source: MediaSource) -> str:
     return text if is_http_url(text) else str(Path(text).resolve())
 
 
+def _background_source(inst: Job, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_background_source(inst.model, value)
+
+
 @attrs.frozen
 class Job:
     """One clip to make: a character picture, a motion video and options.
 
     ``key`` is the caller's stable id for the job; by default a hash of its inputs, so two jobs
-    with the same inputs share a key (give them keys of their own to make both).
+    with the same inputs share a key (give them keys of their own to make both). ``model`` and
+    ``background_source`` left None take the batch's (``generate_many(model=...)``; by default
+    kling-2.6/motion-control). ``mode`` may be spelled ``std``/``pro``; it holds ``720p``/``1080p``.
     """
 
     image: MediaSource
@@ -66,8 +76,16 @@ class Job:
     character_orientation: CharacterOrientation = attrs.field(
         default="video", validator=one_of("character_orientation", ORIENTATIONS)
     )
-    mode: Mode = attrs.field(default="720p", validator=one_of("mode", MODES))
+    mode: Mode = attrs.field(
+        default="720p", converter=as_mode, validator=one_of("mode", MODE_SPELLINGS)
+    )
     key: str | None = attrs.field(default=None, validator=optional_text("key", 1000))
+    model: MotionModel | None = attrs.field(
+        default=None, validator=attrs.validators.optional(one_of("model", MOTION_MODELS))
+    )
+    background_source: BackgroundSource | None = attrs.field(
+        default=None, validator=_background_source
+    )
 
     @property
     def job_key(self) -> str:
@@ -81,6 +99,11 @@ class Job:
             self.character_orientation,
             self.mode,
         ]
+        # Added only when set: the keys of jobs made before these options existed stay the same.
+        if self.model not in (None, MODEL_NAME):
+            fields.append(self.model)
+        if self.background_source is not None:
+            fields.append(self.background_source)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
 
     @classmethod

@@ -47,16 +47,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL,
     callback_token TEXT,
     fail_code TEXT,
-    credits REAL
+    credits REAL,
+    model TEXT
 )
 """
 
 #: Bumped when the table changes; a journal from a newer version is refused, not misread.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: How an older journal is brought up to date, by the version it has.
 _MIGRATIONS = {
     1: ("ALTER TABLE jobs ADD COLUMN callback_token TEXT",),
     2: ("ALTER TABLE jobs ADD COLUMN fail_code TEXT", "ALTER TABLE jobs ADD COLUMN credits REAL"),
+    3: ("ALTER TABLE jobs ADD COLUMN model TEXT",),
 }
 
 _COLUMNS = frozenset(
@@ -74,6 +76,7 @@ _COLUMNS = frozenset(
         "callback_token",
         "fail_code",
         "credits",
+        "model",
     }
 )
 
@@ -109,6 +112,8 @@ class JournalRecord:
     fail_code: str | None = None
     #: Credits the service says the task consumed (a finished task), or None.
     credits: float | None = None
+    #: The model the job's task was created with (None in journals older than schema 4).
+    model: str | None = None
 
 
 def _when(value: float | None) -> datetime | None:
@@ -241,7 +246,7 @@ class Journal:
             self._db_or_fail()
             .execute(
                 "SELECT key, status, image_url, image_expires, video_url, video_expires, task_id, "
-                "state, result_urls, files, error, callback_token, fail_code, credits "
+                "state, result_urls, files, error, callback_token, fail_code, credits, model "
                 "FROM jobs WHERE key = ?",
                 (key,),
             )
@@ -264,6 +269,7 @@ class Journal:
             callback_token=row[11],
             fail_code=row[12],
             credits=row[13],
+            model=row[14],
         )
 
     async def get(self, key: str) -> JournalRecord | None:

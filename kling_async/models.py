@@ -17,20 +17,35 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import ConfigurationError
-from .rules import MAX_PROMPT_CHARS, MODEL_NAME, MODES, ORIENTATIONS, max_video_seconds
+from .rules import (
+    BACKGROUND_SOURCES,
+    MAX_PROMPT_CHARS,
+    MODE_SPELLINGS,
+    MODEL_NAME,
+    MOTION_MODELS,
+    ORIENTATIONS,
+    max_video_seconds,
+    takes_background_source,
+    wire_mode,
+)
 
 __all__ = [
     "MAX_PROMPT_CHARS",
     "MODEL_NAME",
+    "BackgroundSource",
     "CharacterOrientation",
     "Mode",
+    "ModeSpelling",
     "MotionControlInput",
+    "MotionModel",
     "PollSchedule",
     "RateLimit",
     "Task",
     "TaskState",
     "UploadedFile",
     "Validator",
+    "as_mode",
+    "check_background_source",
     "http_url",
     "is_http_url",
     "one_of",
@@ -39,7 +54,14 @@ __all__ = [
 
 
 CharacterOrientation = Literal["image", "video"]
+#: A mode as sent on the wire.
 Mode = Literal["720p", "1080p"]
+#: A mode as a caller may spell it: ``std`` is 720p and ``pro`` 1080p (``rules.MODE_SPELLINGS``).
+ModeSpelling = Literal["720p", "1080p", "std", "pro"]
+#: The motion-control models validated here (any other goes through ``create_task(model, input)``).
+MotionModel = Literal["kling-2.6/motion-control", "kling-3.0/motion-control"]
+#: Where a 3.0 clip's background comes from (the service's default: ``input_video``).
+BackgroundSource = Literal["input_video", "input_image"]
 
 
 #: An attrs validator: ``validator(instance, attribute, value)`` raises or returns None.
@@ -128,6 +150,35 @@ def _bounded(
     return check
 
 
+def check_background_source(model: str | None, value: Any) -> None:
+    """Raise ``ConfigurationError`` unless ``value`` is a ``background_source`` ``model`` takes.
+
+    With ``model`` None (a job that leaves the model to its batch), only the value is judged.
+    """
+    if value is None:
+        return
+    if not isinstance(value, str) or value not in BACKGROUND_SOURCES:
+        listed = ", ".join(repr(c) for c in BACKGROUND_SOURCES)
+        raise ConfigurationError(
+            f"background_source must be one of {listed} or None; got {_short.repr(value)}"
+        )
+    if model is not None and not takes_background_source(model):
+        raise ConfigurationError(
+            f"background_source is an input of kling-3.0/motion-control; {model} does not take "
+            "it (pass model='kling-3.0/motion-control', or leave background_source out)"
+        )
+
+
+def as_mode(value: ModeSpelling) -> Mode:
+    """A converter: the mode sent for a spelling (``rules.wire_mode``); others pass unchanged."""
+    sent: Mode = wire_mode(value)  # type: ignore[assignment]
+    return sent
+
+
+def _background_source(inst: Any, _attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_background_source(inst.model, value)
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigurationError(message)
@@ -137,7 +188,10 @@ def _require(condition: bool, message: str) -> None:
 class MotionControlInput:
     """The ``input`` of a motion-control task: one hosted image, one hosted video, and options.
 
-    An invalid value raises ``ConfigurationError`` naming the field and what it allows.
+    ``model`` is ``kling-2.6/motion-control`` (the default) or ``kling-3.0/motion-control``;
+    ``background_source`` (``input_video`` or ``input_image``) is a 3.0 input, refused on 2.6.
+    ``mode`` may be spelled ``std``/``pro``: it holds (and sends) ``720p``/``1080p``. An invalid
+    value raises ``ConfigurationError`` naming the field and what it allows.
     """
 
     image_url: str = attrs.field(validator=http_url("image_url"))
@@ -148,7 +202,13 @@ class MotionControlInput:
     character_orientation: CharacterOrientation = attrs.field(
         default="video", validator=one_of("character_orientation", ORIENTATIONS)
     )
-    mode: Mode = attrs.field(default="720p", validator=one_of("mode", MODES))
+    mode: Mode = attrs.field(
+        default="720p", converter=as_mode, validator=one_of("mode", MODE_SPELLINGS)
+    )
+    model: MotionModel = attrs.field(default=MODEL_NAME, validator=one_of("model", MOTION_MODELS))
+    background_source: BackgroundSource | None = attrs.field(
+        default=None, validator=_background_source
+    )
 
     @property
     def max_video_seconds(self) -> float:
@@ -187,7 +247,8 @@ class Task:
     #: Processing time in seconds (the service's ``costTime``; older docs said milliseconds).
     cost_time: float | None = None
     credits_consumed: float | None = None
-    #: The input the task was created with, parsed from ``param`` when the service sent it.
+    #: The input the task was created with, parsed from ``param`` when the service sent it
+    #: (None for a model other than motion control: see ``create_task(model, input)``).
     input: MotionControlInput | None = None
     callback_url: str | None = None
     #: The service's state text when it is none of the five documented ones; ``state`` then

@@ -165,6 +165,7 @@ _converter.register_structure_hook(
 
 
 def _input_from_param(param: Any) -> tuple[MotionControlInput | None, str | None]:
+    """The motion-control input in ``param`` (None for any other model), and its callback URL."""
     body = _maybe_json(param)
     if not isinstance(body, dict):
         return None, None
@@ -184,6 +185,8 @@ def _input_from_param(param: Any) -> tuple[MotionControlInput | None, str | None
             prompt=task_input.get("prompt") or None,
             character_orientation=task_input.get("character_orientation", "video"),
             mode=task_input.get("mode", "720p"),
+            model=body.get("model", MODEL_NAME),
+            background_source=task_input.get("background_source"),
         )
     except ValueError:  # ConfigurationError: the recorded input breaks today's rules
         return None, callback

@@ -16,14 +16,21 @@ from .batch import BatchRun, JobItem, JobRunner, OnEvent, run_many
 from .client import KlingClient
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
 from .journal import Journal
-from .models import CharacterOrientation, Mode
+from .models import (
+    BackgroundSource,
+    CharacterOrientation,
+    ModeSpelling,
+    MotionModel,
+    check_background_source,
+)
+from .rules import MODEL_NAME
 from .settings import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession"]
 
 
 class KlingSession(KlingClient):
-    """An async session with kie.ai's kling-2.6/motion-control model.
+    """An async session with kie.ai's kling motion-control models (2.6 and 3.0), and any other.
 
     Use it as ``async with KlingSession(api_key) as kling:``. Every coroutine of the session shares
     one limiter for task creation (``create_limit``) and one for queries (``query_limit``), so the
@@ -42,7 +49,9 @@ class KlingSession(KlingClient):
         *,
         prompt: str | None = None,
         character_orientation: CharacterOrientation = "video",
-        mode: Mode = "720p",
+        mode: ModeSpelling = "720p",
+        model: MotionModel = MODEL_NAME,
+        background_source: BackgroundSource | None = None,
         callback_url: str | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
@@ -51,11 +60,21 @@ class KlingSession(KlingClient):
         """Validate, upload, create, wait and (with ``download_to``) download one clip.
 
         ``image`` and ``video`` are local paths, ``UploadedFile`` values or http(s) URLs (used as
-        is). ``timeout`` bounds the wait for the task (``TaskTimeoutError`` with its id). The
-        clip is saved as ``<task id>.mp4`` in ``download_to``. Errors raise the classes of
+        is). ``model`` is ``kling-2.6/motion-control`` or ``kling-3.0/motion-control`` (which also
+        takes ``background_source``); ``mode`` may be spelled ``std``/``pro``. ``timeout`` bounds
+        the wait for the task (``TaskTimeoutError`` with its id). The clip is saved as
+        ``<task id>.mp4`` in ``download_to``. Errors raise the classes of
         :mod:`kling_async.errors`; those about a created task carry its ``task_id``.
         """
-        job = Job(image, video, prompt, character_orientation, mode)
+        job = Job(
+            image,
+            video,
+            prompt,
+            character_orientation,
+            mode,
+            model=model,
+            background_source=background_source,
+        )
         runner = JobRunner(
             self,
             download_to=download_to,
@@ -80,6 +99,8 @@ class KlingSession(KlingClient):
         job_timeout: float | None = None,
         max_credits: float | None = None,
         retry_failed: bool = False,
+        model: MotionModel | None = None,
+        background_source: BackgroundSource | None = None,
     ) -> BatchRun:
         """Run many jobs at once; yield a ``JobOutcome`` as each one completes.
 
@@ -93,10 +114,14 @@ class KlingSession(KlingClient):
         task. With ``max_credits``, no task is created that would take the batch's estimated spend
         (per-second price times the video's length) over it: such jobs end with
         ``CreditLimitError``. With ``retry_failed``, jobs the journal holds as failed get a new task
-        (never jobs whose creation is unknown). With ``journal`` (a SQLite file path), a rerun after
-        a crash or Ctrl-C resumes tasks instead of creating them again. Use it as ``async with
-        kling.generate_many(...) as outcomes:`` to be able to leave early cleanly.
+        (never jobs whose creation is unknown). ``model`` and ``background_source`` are the
+        defaults of jobs that leave theirs None (the model's default: kling-2.6/motion-control);
+        a job of 2.6 given a background source ends with ``ConfigurationError``, unsent.
+        With ``journal`` (a SQLite file path), a rerun after a crash or Ctrl-C resumes tasks
+        instead of creating them again. Use it as ``async with kling.generate_many(...) as
+        outcomes:`` to be able to leave early cleanly.
         """
+        check_background_source(model, background_source)
         pending = max_pending or 2 * self.create_limit.max_requests
         return BatchRun(
             self._generate_many(
@@ -109,6 +134,8 @@ class KlingSession(KlingClient):
                 job_timeout=job_timeout,
                 max_credits=max_credits,
                 retry_failed=retry_failed,
+                model=model,
+                background_source=background_source,
             )
         )
 
@@ -124,6 +151,8 @@ class KlingSession(KlingClient):
         job_timeout: float | None,
         max_credits: float | None,
         retry_failed: bool,
+        model: MotionModel | None,
+        background_source: BackgroundSource | None,
     ) -> AsyncGenerator[JobOutcome, None]:
         async with contextlib.AsyncExitStack() as stack:
             book = await stack.enter_async_context(Journal(journal)) if journal else None
@@ -135,6 +164,8 @@ class KlingSession(KlingClient):
                 job_timeout=job_timeout,
                 max_credits=max_credits,
                 retry_failed=retry_failed,
+                model=model,
+                background_source=background_source,
             )
             outcomes = run_many(runner, jobs, max_pending=max_pending, max_running=max_running)
             try:

@@ -16,6 +16,7 @@ connection.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -23,8 +24,8 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .errors import GenerationFailedError, ProtocolError, api_error_for
-from .models import MODEL_NAME, MotionControlInput
+from .errors import ConfigurationError, GenerationFailedError, ProtocolError, api_error_for
+from .models import MotionControlInput
 from .records import (
     MAX_TASK_ID_CHARS,
     is_valid_task_id,
@@ -44,6 +45,7 @@ __all__ = [
     "create_task_body",
     "decode_answer",
     "is_valid_task_id",
+    "market_task_body",
     "parse_credits",
     "parse_download_url",
     "parse_retry_after",
@@ -71,9 +73,38 @@ def create_task_body(inp: MotionControlInput, callback_url: str | None = None) -
     }
     if inp.prompt is not None:
         task_input["prompt"] = inp.prompt
-    body: dict[str, Any] = {"model": MODEL_NAME, "input": task_input}
+    if inp.background_source is not None:
+        task_input["background_source"] = inp.background_source
+    body: dict[str, Any] = {"model": inp.model, "input": task_input}
     if callback_url is not None:
         body["callBackUrl"] = callback_url
+    return body
+
+
+def market_task_body(
+    model: str, task_input: Mapping[str, Any], callback_url: str | None = None
+) -> dict[str, Any]:
+    """The createTask body for any Market model: ``input`` is sent as given, unvalidated.
+
+    Only what could never be a request is refused (``ConfigurationError``): a blank model name,
+    an ``input`` that is not a mapping with string keys, or one that is not JSON. Every field is
+    passed through untouched, so a field the service added yesterday works today.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigurationError(f"model must be a model name; got {short.repr(model)}")
+    if not isinstance(task_input, Mapping) or not all(isinstance(k, str) for k in task_input):
+        raise ConfigurationError(
+            f"input must be a mapping of field names to values; got {short.repr(task_input)}"
+        )
+    body: dict[str, Any] = {"model": model, "input": dict(task_input)}
+    if callback_url is not None:
+        body["callBackUrl"] = callback_url
+    try:
+        # Checked here, before a rate-limit slot or a journal entry: a value JSON cannot carry
+        # (a set, a datetime, NaN) is the caller's mistake, never a request that may have left.
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"input of {model} is not JSON: {exc}") from None
     return body
 
 

@@ -37,17 +37,34 @@ async def collect(kling: KlingSession, jobs: object, **kw: object) -> list[JobOu
     return [o async for o in kling.generate_many(jobs, **kw)]  # type: ignore[arg-type]
 
 
-async def test_generate_one_clip_end_to_end(sim: Simulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "mode", "source", "credits"),
+    [
+        ("kling-2.6/motion-control", "1080p", None, 180.0),
+        ("kling-3.0/motion-control", "pro", "input_image", 270.0),
+    ],
+)
+async def test_generate_one_clip_end_to_end(
+    sim: Simulator, tmp_path: Path, model: str, mode: str, source: str | None, credits: float
+) -> None:
     events: list[JobEvent] = []
     async with session_for(sim) as kling:
         result = await kling.generate(
             MEDIA / "portrait.png",
             MEDIA / "d10.0.mp4",
             prompt="dance",
-            mode="1080p",
+            mode=mode,  # type: ignore[arg-type]
+            model=model,  # type: ignore[arg-type]
+            background_source=source,  # type: ignore[arg-type]
             download_to=tmp_path,
             on_event=events.append,
         )
+    # What went on the wire: the model, the mode as the schema spells it, the source if given.
+    sent = sim.tasks[result.task.task_id].body
+    assert sent["model"] == model and sent["input"]["mode"] == "1080p"
+    assert sent["input"].get("background_source") == source
+    assert result.task.model == model and result.task.credits_consumed == pytest.approx(credits)
+    assert result.task.input is not None and result.task.input.background_source == source
     assert result.task.state is TaskState.SUCCESS
     assert result.result_urls == result.task.result_urls and len(result.files) == 1
     assert result.files[0].parent == tmp_path and result.files[0].stat().st_size > 0
@@ -178,14 +195,19 @@ def test_default_keys_hash_the_inputs() -> None:
 # -- the journal ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("model", ["kling-2.6/motion-control", "kling-3.0/motion-control"])
 async def test_rerun_skips_done_jobs_and_fetches_missing_files(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, model: str
 ) -> None:
     journal, out = tmp_path / "batch.sqlite", tmp_path / "out"
-    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"r{i}") for i in range(4)]
+    jobs = [
+        Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"r{i}", model=model)  # type: ignore[arg-type]
+        for i in range(4)
+    ]
     async with session_for(sim) as kling:
         first = await collect(kling, jobs, journal=journal, download_to=out)
     assert all(o.ok for o in first)
+    assert {t.body["model"] for t in sim.tasks.values()} == {model}
     (out / "r2.mp4").unlink()
     requests_before = len(sim.requests)
     events: list[JobEvent] = []
@@ -201,6 +223,10 @@ async def test_rerun_skips_done_jobs_and_fetches_missing_files(
         "r3",
     ]
     assert sim.tasks_created[sim.api_key] == 4
+    # The journal knows each task's model, and a rerun's outcomes say it.
+    assert {o.result.task.model for o in again if o.result} == {model}
+    async with Journal(journal) as book:
+        assert {(await book.get(f"r{i}")).model for i in range(4)} == {model}  # type: ignore[union-attr]
 
 
 async def test_a_second_batch_on_the_same_journal_is_refused(
@@ -213,11 +239,12 @@ async def test_a_second_batch_on_the_same_journal_is_refused(
     assert sim.tasks_created[sim.api_key] == 0
 
 
+@pytest.mark.parametrize("model", ["kling-2.6/motion-control", "kling-3.0/motion-control"])
 async def test_unknown_submission_is_recorded_and_never_recreated(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, model: str
 ) -> None:
     journal = tmp_path / "batch.sqlite"
-    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="lost")
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="lost", model=model)  # type: ignore[arg-type]
     sim.reconfigure(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
     async with session_for(sim) as kling:
         [outcome] = await collect(kling, [job], journal=journal)
@@ -229,7 +256,7 @@ async def test_unknown_submission_is_recorded_and_never_recreated(
     assert sim.tasks_created[sim.api_key] == 1 and sim.count("createTask") == 1
     async with Journal(journal) as book:
         record = await book.get("lost")
-    assert record is not None and record.status == "unknown"
+    assert record is not None and record.status == "unknown" and record.model == model
 
 
 async def test_expired_uploads_are_uploaded_again(make_sim: SimFactory, tmp_path: Path) -> None:

@@ -60,7 +60,13 @@ async def test_validate_reports_each_file_and_the_rule_it_breaks(tmp_path: Path)
 async def test_estimate_prints_credits_and_creates_nothing() -> None:
     code, text = await cli("estimate", "--json", "--mode", "1080p", str(IMAGE), str(VIDEO))
     assert code == 0
-    assert json.loads(text) == {"seconds": 10.0, "mode": "1080p", "credits": 180.0, "dollars": 0.9}
+    assert json.loads(text) == {
+        "seconds": 10.0,
+        "mode": "1080p",
+        "model": "kling-2.6/motion-control",
+        "credits": 180.0,
+        "dollars": 0.9,
+    }
 
 
 async def test_credits_and_a_missing_key(sim: Simulator) -> None:

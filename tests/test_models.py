@@ -8,8 +8,16 @@ from typing import Any
 import attrs
 import pytest
 
-from kling_async import ConfigurationError, MotionControlInput, PollSchedule, RateLimit
+from kling_async import (
+    ConfigurationError,
+    Job,
+    MotionControlInput,
+    PollSchedule,
+    RateLimit,
+    estimate_credits,
+)
 from kling_async.models import one_of
+from kling_async.wire import create_task_body, market_task_body
 
 IMAGE = "https://a.example/i.png"
 VIDEO = "https://a.example/v.mp4"
@@ -18,8 +26,21 @@ VIDEO = "https://a.example/v.mp4"
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"mode": "1080"}, "mode must be one of '720p', '1080p'; got '1080'"),
-        ({"mode": None}, "mode must be one of '720p', '1080p'; got None"),
+        ({"mode": "1080"}, "mode must be one of '720p', '1080p', 'std', 'pro'; got '1080'"),
+        ({"mode": None}, "mode must be one of '720p', '1080p', 'std', 'pro'; got None"),
+        (
+            {"model": "kling-2.5/motion-control"},
+            "model must be one of 'kling-2.6/motion-control', 'kling-3.0/motion-control'",
+        ),
+        (
+            {"background_source": "input_image"},
+            "background_source is an input of kling-3.0/motion-control; "
+            "kling-2.6/motion-control does not take it",
+        ),
+        (
+            {"model": "kling-3.0/motion-control", "background_source": "the_sky"},
+            "background_source must be one of 'input_video', 'input_image' or None",
+        ),
         (
             {"character_orientation": "side"},
             "character_orientation must be one of 'image', 'video'; got 'side'",
@@ -105,3 +126,91 @@ def test_bad_limits_are_refused() -> None:
         RateLimit(0, 1.0)
     with pytest.raises(ConfigurationError, match=r"^window must be greater than 0"):
         RateLimit(1, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "sent"), [("720p", "720p"), ("std", "720p"), ("1080p", "1080p"), ("pro", "1080p")]
+)
+def test_mode_spellings_are_held_as_the_mode_sent(spelling: str, sent: str) -> None:
+    for model in ("kling-2.6/motion-control", "kling-3.0/motion-control"):
+        inp = MotionControlInput(IMAGE, VIDEO, mode=spelling, model=model)  # type: ignore[arg-type]
+        assert inp.mode == sent
+        assert create_task_body(inp)["input"]["mode"] == sent
+        job = Job("a.png", "b.mp4", mode=spelling)  # type: ignore[arg-type]
+        assert job.mode == sent
+    # One job whichever way its mode is spelled: the same key, so a journal never runs it twice.
+    assert Job("a.png", "b.mp4", mode=spelling).job_key == Job("a.png", "b.mp4", mode=sent).job_key  # type: ignore[arg-type]
+
+
+def test_the_body_carries_the_model_and_background_source_only_when_given() -> None:
+    body = create_task_body(MotionControlInput(IMAGE, VIDEO))
+    assert body["model"] == "kling-2.6/motion-control" and "background_source" not in body["input"]
+    v3 = MotionControlInput(
+        IMAGE, VIDEO, model="kling-3.0/motion-control", background_source="input_image"
+    )
+    body = create_task_body(v3, "https://me.example/hook")
+    assert body["model"] == "kling-3.0/motion-control"
+    assert body["input"]["background_source"] == "input_image"
+    assert body["callBackUrl"] == "https://me.example/hook"
+    assert "callBackUrl" not in create_task_body(v3)  # never required of the caller
+    assert (
+        MotionControlInput(IMAGE, VIDEO, model="kling-3.0/motion-control").background_source is None
+    )
+
+
+def test_a_job_refuses_background_source_on_2_6_when_it_names_the_model() -> None:
+    with pytest.raises(ConfigurationError, match="does not take it"):
+        Job("a.png", "b.mp4", model="kling-2.6/motion-control", background_source="input_video")
+    # Without a model, the batch's decides; the value alone is judged now.
+    assert Job("a.png", "b.mp4", background_source="input_image").model is None
+    with pytest.raises(ConfigurationError, match="background_source must be one of"):
+        Job("a.png", "b.mp4", background_source="sky")  # type: ignore[arg-type]
+
+
+def test_job_keys_of_old_jobs_do_not_change() -> None:
+    old = Job("a.png", "b.mp4", prompt="p", mode="1080p")
+    # The key of a job made before models existed: a journal of then resumes under it.
+    assert (
+        old.job_key
+        == Job("a.png", "b.mp4", "p", "video", "1080p", model="kling-2.6/motion-control").job_key
+    )
+    v3 = Job("a.png", "b.mp4", prompt="p", mode="1080p", model="kling-3.0/motion-control")
+    with_source = attrs.evolve(v3, background_source="input_image")
+    assert len({old.job_key, v3.job_key, with_source.job_key}) == 3
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "credits"),
+    [
+        ("kling-2.6/motion-control", "720p", 110.0),
+        ("kling-2.6/motion-control", "std", 110.0),
+        ("kling-2.6/motion-control", "1080p", 180.0),
+        ("kling-3.0/motion-control", "720p", 200.0),
+        ("kling-3.0/motion-control", "1080p", 270.0),
+        ("kling-3.0/motion-control", "pro", 270.0),
+    ],
+)
+def test_estimates_use_each_models_prices(model: str, mode: str, credits: float) -> None:
+    assert estimate_credits(10.0, mode, model=model) == credits
+
+
+def test_estimates_refuse_a_model_without_a_known_price() -> None:
+    with pytest.raises(ValueError, match="no price is known"):
+        estimate_credits(10.0, "720p", model="kling-3.0/video")
+    assert estimate_credits(10.0) == 110.0  # 2.6 stays the default
+
+
+def test_the_generic_body_passes_the_input_through_untouched() -> None:
+    fields = {"prompt": "a fox", "duration": "5", "a_field_from_tomorrow": {"nested": [1, None]}}
+    body = market_task_body("acme/text-to-video-9", fields, "https://me.example/hook")
+    assert body == {
+        "model": "acme/text-to-video-9",
+        "input": fields,
+        "callBackUrl": "https://me.example/hook",
+    }
+    assert body["input"] is not fields  # a copy: the caller's mapping is never changed
+    for model, task_input in (("", {}), ("m", ["x"]), ("m", {1: "x"}), ("m", {"x": {1, 2}})):
+        with pytest.raises(ConfigurationError):
+            market_task_body(model, task_input)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not JSON"):
+        market_task_body("m", {"x": float("nan")})

@@ -40,10 +40,13 @@ async def inputs(http: aiohttp.ClientSession, sim: Simulator, **kw: object) -> M
     return MotionControlInput(image, video, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("model", "credits"), [("kling-2.6/motion-control", 180.0), ("kling-3.0/motion-control", 270.0)]
+)
 async def test_create_and_wait_returns_the_finished_task(
-    sim: Simulator, http: aiohttp.ClientSession
+    sim: Simulator, http: aiohttp.ClientSession, model: str, credits: float
 ) -> None:
-    inp = await inputs(http, sim, prompt="a fox dancing", mode="1080p")
+    inp = await inputs(http, sim, prompt="a fox dancing", mode="1080p", model=model)
     async with session_for(sim) as kling:
         task_id = await kling.create_task(inp)
         task = await kling.wait_for_task(task_id)
@@ -53,7 +56,8 @@ async def test_create_and_wait_returns_the_finished_task(
     assert task.input == inp
     assert task.created_at is not None and task.created_at.tzinfo is not None
     assert task.completed_at is not None and task.completed_at > task.created_at
-    assert task.cost_time == 100 and task.credits_consumed == pytest.approx(180.0)
+    assert task.cost_time == 100 and task.credits_consumed == pytest.approx(credits)
+    assert task.model == model and sim.tasks[task_id].body["model"] == model
     assert sim.tasks_created[sim.api_key] == 1
 
 
@@ -406,8 +410,9 @@ def test_input_checks_itself() -> None:
         {"image_url": "file:///etc/passwd"},
         {"video_url": "v.mp4"},
         {"character_orientation": "side"},
-        {"mode": "std"},
+        {"mode": "standard"},
         {"prompt": "x" * 2501},
+        {"background_source": "input_image"},  # a 3.0 input, refused on 2.6
     ):
         args = {
             "image_url": "https://a.example/i.png",

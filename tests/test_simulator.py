@@ -134,6 +134,11 @@ async def test_unknown_route_is_a_real_404(sim: Simulator, http: aiohttp.ClientS
         ({"character_orientation": "side"}, 422, "character_orientation must be one of"),
         ({"character_orientation": None}, 422, "character_orientation is required"),
         ({"mode": "4k"}, 422, "mode must be one of"),
+        ({"mode": "std"}, 422, "mode must be one of"),  # the schema's values only
+        ({"background_source": "input_video"}, 422, "background_source is not an input of"),
+        ({"model": "kling-3.0/motion-control", "mode": "pro"}, 422, "not within the range"),
+        ({"model": "kling-3.0/motion-control", "background_source": "sky"}, 422, "must be one of"),
+        ({"model": "kling-3.0/video-9"}, 422, "model must be one of"),
         ({"prompt": "x" * 2501}, 422, "2500"),
         ({"prompt": 5}, 422, "prompt must be a string"),
         ({"callBackUrl": "ftp://x"}, 422, "callBackUrl"),
@@ -200,6 +205,61 @@ async def test_video_duration_is_checked_against_orientation(
     assert (answer["code"] == 200) is accepted, answer
     if not accepted:
         assert answer["code"] == 422 and "duration" in answer["msg"]
+
+
+# -- models ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["input_video", "input_image", None])
+async def test_kling_3_takes_a_background_source(
+    sim: Simulator, http: aiohttp.ClientSession, source: str | None
+) -> None:
+    image, video = await media_urls(http, sim)
+    body = task_body(image, video, model="kling-3.0/motion-control", background_source=source)
+    task_id = (await create(http, sim, body))["data"]["taskId"]
+    data = (await wait_terminal(http, sim, task_id))["data"]
+    assert data["model"] == "kling-3.0/motion-control" and data["state"] == "success"
+    assert json.loads(data["param"]) == body
+    assert data["creditsConsumed"] == pytest.approx(200.0)  # 10 s at 20 credits/s
+
+
+async def test_a_model_can_require_a_callback_url(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(callback_required_models=frozenset({"kling-3.0/motion-control"}))
+    image, video = await media_urls(http, sim)
+    v3 = task_body(image, video, model="kling-3.0/motion-control")
+    answer = await create(http, sim, v3)
+    assert answer["code"] == 422 and "callBackUrl is required" in answer["msg"]
+    assert (await create(http, sim, task_body(image, video)))["code"] == 200  # 2.6: optional
+    v3["callBackUrl"] = "http://127.0.0.1:9/hook"
+    assert (await create(http, sim, v3))["code"] == 200
+
+
+async def test_other_market_models_are_served_generically(
+    make_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
+    sim = await make_sim(market_models=frozenset({"acme/talking-avatar-7"}), credits=25.0)
+    # Any input, judged by nobody here: unknown fields are kept as they came.
+    body = {
+        "model": "acme/talking-avatar-7",
+        "input": {"script": "hello", "voice": {"id": 3, "speed": 1.5}, "new_field": [None]},
+    }
+    task_id = (await create(http, sim, body))["data"]["taskId"]
+    data = (await wait_terminal(http, sim, task_id))["data"]
+    assert (data["model"], data["state"]) == ("acme/talking-avatar-7", "success")
+    assert json.loads(data["param"]) == body
+    [url] = json.loads(data["resultJson"])["resultUrls"]
+    async with http.get(url) as r:
+        assert r.status == 200 and (await r.read())[4:8] == b"ftyp"
+    assert sim.credits() == 25.0 - sim.config.market_credits
+    # A name the simulator does not host is refused, and so is an input that is no object.
+    for refused in ({**body, "model": "acme/talking-avatar-8"}, {**body, "input": "hello"}):
+        answer = await create(http, sim, refused)
+        assert answer["code"] == 422, answer
+    # The flat price is still paid for: a balance too small is 402.
+    assert (await create(http, sim, body))["code"] == 200
+    assert (await create(http, sim, body))["code"] == 402
 
 
 # -- lifecycle -----------------------------------------------------------------------------------
@@ -278,19 +338,25 @@ async def test_tasks_are_private_to_their_key(sim: Simulator, http: aiohttp.Clie
 # -- credits ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("model", "prices"),
+    [("kling-2.6/motion-control", (11, 18)), ("kling-3.0/motion-control", (20, 27))],
+)
 async def test_credits_are_charged_per_second_and_mode(
-    make_sim: SimFactory, http: aiohttp.ClientSession
+    make_sim: SimFactory, http: aiohttp.ClientSession, model: str, prices: tuple[int, int]
 ) -> None:
     sim = await make_sim(credits=1000.0)
     image, video = await media_urls(http, sim, "d10.0.mp4")
     ids = [
-        (await create(http, sim, task_body(image, video, mode=mode)))["data"]["taskId"]
+        (await create(http, sim, task_body(image, video, mode=mode, model=model)))["data"]["taskId"]
         for mode in ("720p", "1080p")
     ]
     for task_id in ids:
-        await wait_terminal(http, sim, task_id)
+        data = (await wait_terminal(http, sim, task_id))["data"]
+        assert data["model"] == model
     _status, body = await call(http, sim, "GET", "/api/v1/chat/credit")
-    assert body == {"code": 200, "msg": "success", "data": pytest.approx(1000 - 110 - 180)}
+    spent = 10 * prices[0] + 10 * prices[1]  # 10 s at 720p, then at 1080p
+    assert body == {"code": 200, "msg": "success", "data": pytest.approx(1000 - spent)}
 
 
 async def test_insufficient_credits_is_402(

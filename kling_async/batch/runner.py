@@ -35,8 +35,17 @@ from ..errors import (
 from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource, ProgressGate
 from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
 from ..media import validate_image, validate_video
-from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
-from ..rules import estimate_credits
+from ..models import (
+    BackgroundSource,
+    MotionControlInput,
+    MotionModel,
+    Task,
+    TaskState,
+    UploadedFile,
+    check_background_source,
+    is_http_url,
+)
+from ..rules import MODEL_NAME, estimate_credits
 from ..submission import Submission
 from ..transport import OnProgress
 from ..webhooks import WebhookReceiver
@@ -54,7 +63,10 @@ UPLOAD_MARGIN = timedelta(hours=1)
 
 
 class JobRunner:
-    """Runs jobs through one session, reporting events and (optionally) journaling each step."""
+    """Runs jobs through one session, reporting events and (optionally) journaling each step.
+
+    ``model`` and ``background_source`` are the defaults of jobs that leave theirs None.
+    """
 
     def __init__(
         self,
@@ -68,7 +80,12 @@ class JobRunner:
         max_credits: float | None = None,
         retry_failed: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        model: MotionModel | None = None,
+        background_source: BackgroundSource | None = None,
     ) -> None:
+        check_background_source(model, background_source)
+        self.model = model
+        self.background_source = background_source
         self.session = session
         self._clock = clock  # spaces progress events
         self.journal = journal
@@ -149,6 +166,7 @@ class JobRunner:
             return await self._settled(job, record)
         task_id = record.task_id if record is not None else None
         if task_id is None:
+            model, background_source = self._options(job)
             # Both files are judged before either is uploaded: a bad video costs no upload.
             seconds = await self._validate(job)
             inp = MotionControlInput(
@@ -157,10 +175,12 @@ class JobRunner:
                 prompt=job.prompt,
                 character_orientation=job.character_orientation,
                 mode=job.mode,
+                model=model,
+                background_source=background_source,
             )
             if before_create is not None:
                 await before_create()
-            cost = self._reserve(job, seconds)
+            cost = self._reserve(job, seconds, model)
             # A token of this submission alone: a callback of an earlier take of the same job
             # can never be taken for this one.
             token = secrets.token_urlsafe(18)
@@ -185,6 +205,13 @@ class JobRunner:
             await self.emit(JobEventKind.RESUMED, key, task_id=task_id)
         return await self._finish(job, task_id)
 
+    def _options(self, job: Job) -> tuple[MotionModel, BackgroundSource | None]:
+        """The job's model and background source, its own or the batch's; checked together."""
+        model = job.model or self.model or MODEL_NAME
+        background_source = job.background_source or self.background_source
+        check_background_source(model, background_source)
+        return model, background_source
+
     async def _settled(self, job: Job, record: JournalRecord) -> GenerationResult:
         """A job the journal says has ended (or may have been created): never create it again."""
         key = job.job_key
@@ -192,6 +219,7 @@ class JobRunner:
             task = Task(
                 record.task_id,
                 TaskState.SUCCESS,
+                model=record.model or MODEL_NAME,
                 result_urls=record.result_urls,
                 credits_consumed=record.credits,
             )
@@ -200,7 +228,11 @@ class JobRunner:
             return GenerationResult(task, task.result_urls, files)
         if record.status == FAILED and record.task_id is not None:
             task = Task(
-                record.task_id, TaskState.FAIL, fail_code=record.fail_code, fail_msg=record.error
+                record.task_id,
+                TaskState.FAIL,
+                model=record.model or MODEL_NAME,
+                fail_code=record.fail_code,
+                fail_msg=record.error,
             )
             raise TaskFailedError(task)
         await self._record(key, status=UNKNOWN)
@@ -299,7 +331,7 @@ class JobRunner:
             )
         return seconds
 
-    def _reserve(self, job: Job, seconds: float | None) -> float:
+    def _reserve(self, job: Job, seconds: float | None, model: str) -> float:
         """Count the job's estimated cost against ``max_credits``; refuse what would pass it."""
         if self.max_credits is None:
             return 0.0
@@ -308,7 +340,7 @@ class JobRunner:
                 f"job {job.job_key}: its video is not a local file, so its cost cannot be "
                 "estimated; with max_credits set it is not created"
             )
-        cost = estimate_credits(seconds, job.mode)
+        cost = estimate_credits(seconds, job.mode, model=model)
         if self._committed + cost > self.max_credits:
             raise CreditLimitError(
                 f"job {job.job_key}: its task would cost about {cost:g} credits, taking the "
@@ -358,6 +390,7 @@ class JobRunner:
                 key,
                 status=CREATING,
                 callback_token=token if callback_url is not None else None,
+                model=inp.model,
             )
 
         sub = Submission()

@@ -22,11 +22,14 @@ from ._faults import Faults
 from ._files import FileHost
 from ._records import ApiAnswer, Dropped, RequestRecord, current_record
 from ._rules import (
+    BACKGROUND_SOURCE_MODELS,
+    BACKGROUND_SOURCES,
     CREDITS_PER_SECOND,
     DURATION_TOLERANCE,
     MAX_PROMPT_CHARS,
-    MODEL_NAME,
+    MODEL_3_0,
     MODES,
+    MOTION_MODELS,
     ORIENTATIONS,
     is_http_url,
     sign,
@@ -194,14 +197,23 @@ class Service:
         account = self.state.accounts[key]
         self._check_rate("createTask", account.create_window)
         body = await self._json_body(request)
-        if body.get("model") != MODEL_NAME:
-            raise ApiAnswer(422, f"model must be {MODEL_NAME}")
+        model = body.get("model")
+        market = isinstance(model, str) and model in self.config.market_models
+        if model not in MOTION_MODELS and not market:
+            raise ApiAnswer(
+                422, f"model must be one of [{', '.join(MOTION_MODELS)}] or a Market model"
+            )
         inp = body.get("input")
         if not isinstance(inp, dict):
             raise ApiAnswer(422, "input is required")
         callback = body.get("callBackUrl")
         if callback is not None and (not isinstance(callback, str) or not is_http_url(callback)):
             raise ApiAnswer(422, "callBackUrl must be an http(s) URL")
+        if callback is None and model in self.config.callback_required_models:
+            raise ApiAnswer(422, "callBackUrl is required")
+        if market:
+            # Any other Market model: its input is its own business (not judged here).
+            return self._market_task(request, key, body, callback)
         prompt = inp.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
             raise ApiAnswer(422, "prompt must be a string")
@@ -210,8 +222,18 @@ class Service:
         for field, allowed in (("character_orientation", ORIENTATIONS), ("mode", MODES)):
             if field not in inp:
                 raise ApiAnswer(422, f"{field} is required")
+            if field == "mode" and model == MODEL_3_0 and inp[field] not in allowed:
+                # The words an integrator reports 3.0 answering std/pro with (section 9b).
+                raise ApiAnswer(422, "mode is not within the range of allowed options")
             if inp[field] not in allowed:
                 raise ApiAnswer(422, f"{field} must be one of [{', '.join(allowed)}]")
+        if "background_source" in inp:
+            if model not in BACKGROUND_SOURCE_MODELS:
+                raise ApiAnswer(422, f"background_source is not an input of {model}")
+            if inp["background_source"] not in BACKGROUND_SOURCES:
+                raise ApiAnswer(
+                    422, f"background_source must be one of [{', '.join(BACKGROUND_SOURCES)}]"
+                )
         urls = {}
         for field in ("input_urls", "video_urls"):
             value = inp.get(field)
@@ -238,10 +260,21 @@ class Service:
                 f"video duration {seconds:.2f}s is outside 3-{longest:g}s for "
                 f"character_orientation={inp['character_orientation']}",
             )
-        cost = round(CREDITS_PER_SECOND[inp["mode"]] * seconds, 2)
+        cost = round(CREDITS_PER_SECOND[str(model)][inp["mode"]] * seconds, 2)
         if account.credits - account.reserved < cost:
             raise ApiAnswer(402, "Credits insufficient")
         task = self._start_task(key, body, seconds, cost, callback)
+        return self._answer(request, 200, "success", {"taskId": task.task_id})
+
+    def _market_task(
+        self, request: web.Request, key: str, body: dict[str, Any], callback: str | None
+    ) -> web.Response:
+        """A task of another Market model: a flat price, the same lifecycle, a result video."""
+        account = self.state.accounts[key]
+        cost = self.config.market_credits
+        if account.credits - account.reserved < cost:
+            raise ApiAnswer(402, "Credits insufficient")
+        task = self._start_task(key, body, 0.0, cost, callback)
         return self._answer(request, 200, "success", {"taskId": task.task_id})
 
     def _start_task(

@@ -6,7 +6,13 @@ import attrs
 
 from ._rules import RateWindow
 
-__all__ = ["LIBRARY_USER_AGENTS", "OUTAGE_KINDS", "FaultConfig", "SimulatorConfig"]
+__all__ = [
+    "LIBRARY_USER_AGENTS",
+    "MARKET_MODELS",
+    "OUTAGE_KINDS",
+    "FaultConfig",
+    "SimulatorConfig",
+]
 
 #: Endpoint names used in faults, the request log and counters. The result and uploaded-file
 #: downloads are ``result`` and ``file``: faults reach them only when named in ``endpoints``.
@@ -30,6 +36,17 @@ LIBRARY_USER_AGENTS = (
     "go-http-client",
     "java/",
     "okhttp",
+)
+#: Market models other than motion control that the service hosts, named in public docs and
+#: integrations (served generically: see ``SimulatorConfig.market_models``).
+MARKET_MODELS = frozenset(
+    {
+        "kling-2.6/text-to-video",
+        "kling-2.6/image-to-video",
+        "kling-3.0/video",
+        "grok-imagine/text-to-video",
+        "wan/3-0-video-prime",
+    }
 )
 #: What an outage (``Simulator.outage``) answers: 455 or 500 error codes, or dropped connections.
 OUTAGE_KINDS = ("455", "500", "drop")
@@ -139,6 +156,14 @@ class SimulatorConfig:
     max_json_bytes: int = 1024 * 1024
     #: Let createTask and URL upload fetch http(s) URLs the simulator does not host itself.
     fetch_external_urls: bool = True
+    #: Other Market models served generically: any ``input`` object is taken as is, the task
+    #: costs ``market_credits`` and ends with a result video (the motion-control models are
+    #: always served, and judged by their rules). Add names to test a client's generic path.
+    market_models: frozenset[str] = MARKET_MODELS
+    market_credits: float = 10.0
+    #: Models whose createTask refuses a missing ``callBackUrl`` (422); some 3.0 docs mark it
+    #: required, the 2.6 docs optional (kie-api.md section 9b), so none by default.
+    callback_required_models: frozenset[str] = frozenset()
     seed: int = 0
     #: Keep at most this many entries in the request log (None: all, as tests want).
     request_log_limit: int | None = None

@@ -16,11 +16,15 @@ from urllib.parse import urlsplit
 import attrs
 
 __all__ = [
+    "BACKGROUND_SOURCES",
+    "BACKGROUND_SOURCE_MODELS",
     "CREDITS_PER_SECOND",
     "DURATION_TOLERANCE",
     "MAX_PROMPT_CHARS",
+    "MODEL_3_0",
     "MODEL_NAME",
     "MODES",
+    "MOTION_MODELS",
     "ORIENTATIONS",
     "RateWindow",
     "TaskState",
@@ -30,12 +34,22 @@ __all__ = [
 
 #: kie-api.md section 1.1.
 MODEL_NAME = "kling-2.6/motion-control"
+#: kie-api.md section 9b: the same contract and media rules, plus ``background_source``.
+MODEL_3_0 = "kling-3.0/motion-control"
+MOTION_MODELS = (MODEL_NAME, MODEL_3_0)
 #: kie-api.md section 1.2.
 MAX_PROMPT_CHARS = 2500
+#: Only the schema's values: ``std``/``pro`` are refused (3.0 is reported to, section 9b).
 MODES = ("720p", "1080p")
 ORIENTATIONS = ("image", "video")
-#: Credits per second of output (kie-api.md section 7).
-CREDITS_PER_SECOND = {"720p": 11.0, "1080p": 18.0}
+#: ``background_source`` is a 3.0 input; 2.6's schema has no such field.
+BACKGROUND_SOURCES = ("input_video", "input_image")
+BACKGROUND_SOURCE_MODELS = (MODEL_3_0,)
+#: Credits per second of output, by model and mode (kie-api.md sections 7 and 9b).
+CREDITS_PER_SECOND = {
+    MODEL_NAME: {"720p": 11.0, "1080p": 18.0},
+    MODEL_3_0: {"720p": 20.0, "1080p": 27.0},
+}
 #: Durations are judged to the nearest 0.05 s, as a container's rounding would be.
 DURATION_TOLERANCE = 0.05
 

@@ -118,7 +118,7 @@ class ServiceState:
 
         data: dict[str, Any] = {
             "taskId": task.task_id,
-            "model": MODEL_NAME,
+            "model": task.body.get("model", MODEL_NAME),
             "state": state.value,
             "param": json.dumps(task.body, separators=(",", ":")),
             "resultJson": None,
