@@ -10,6 +10,7 @@ import collections
 import itertools
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -563,13 +564,51 @@ async def test_closing_the_session_under_a_running_batch_ends_it(make_sim: SimFa
 
     async def batch() -> None:
         async with kling.generate_many(jobs_of(4), max_pending=2) as results:
-            outcomes.extend([o async for o in results])
+            async for outcome in results:
+                outcomes.append(outcome)
 
     async with kling:
         running = asyncio.create_task(batch())
         await eventually(lambda: sim.tasks_created[sim.api_key] >= 1)
-    await running  # never hangs: every job ends, most with SessionClosedError
-    assert len(outcomes) == 4
+    # Never hangs: every job taken ends, with SessionClosedError; if the session closed before
+    # the list was all taken, the batch says so after those outcomes.
+    try:
+        await running
+    except SessionClosedError as exc:
+        assert f"any jobs after job-{len(outcomes) - 1} were not taken" in str(exc)
+    else:
+        assert len(outcomes) == 4
+    assert {o.job_key for o in outcomes} == {j.job_key for j in jobs_of(len(outcomes))}
+    assert all(isinstance(o.error, SessionClosedError) for o in outcomes)
+
+
+async def test_a_session_closed_under_an_endless_batch_stops_pulling_and_says_so(
+    make_sim: SimFactory,
+) -> None:
+    sim = await make_sim(generating_seconds=1e6)
+    kling = session_for(sim)
+    pulled = 0
+
+    def endless() -> Iterator[Job]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield Job(IMAGE, VIDEO, key=f"e{i}")
+
+    outcomes: list[JobOutcome] = []
+
+    async def batch() -> None:
+        async with kling.generate_many(endless(), max_pending=2) as results:
+            async for outcome in results:
+                outcomes.append(outcome)
+
+    async with kling:
+        running = asyncio.create_task(batch())
+        await eventually(lambda: sim.tasks_created[sim.api_key] >= 1)
+    with pytest.raises(SessionClosedError, match="were not taken from the iterable"):
+        await running
+    # Every job taken from the iterable has its outcome; at most one more was taken after close.
+    assert len(outcomes) == pulled and pulled <= 2 + sim.tasks_created[sim.api_key] + 2
     assert all(isinstance(o.error, SessionClosedError) for o in outcomes)
 
 

@@ -32,6 +32,14 @@ async def _iterate(
             yield job
 
 
+class _NotAllPulled(Exception):
+    """The producer stopped early: the session closed before the iterable was exhausted."""
+
+    def __init__(self, last_key: str) -> None:
+        super().__init__(last_key)
+        self.last_key = last_key
+
+
 async def run_many(
     runner: JobRunner,
     jobs: Iterable[JobItem] | AsyncIterable[JobItem],
@@ -136,6 +144,14 @@ async def run_many(
                     continue
                 seen.add(key)
                 await pending.acquire()
+                if runner.session.closed:
+                    # Pull no more of the caller's jobs into a session that can run none; the
+                    # caller hears it after the outcomes of the jobs that were started.
+                    pending.release()
+                    closed = SessionClosedError(f"job {key} was not started: the session closed")
+                    outcomes.put_nowait(JobOutcome(job, error=closed))
+                    outcomes.put_nowait(_NotAllPulled(key))
+                    return
                 task = asyncio.create_task(one(job), name=f"kling job {key}")
                 active.add(task)
                 task.add_done_callback(active.discard)
@@ -145,6 +161,7 @@ async def run_many(
 
     producer = asyncio.create_task(produce(), name="kling batch producer")
     exhausted = False
+    stopped: _NotAllPulled | None = None
     delivered = 0
     try:
         while not (exhausted and delivered == started):
@@ -152,10 +169,18 @@ async def run_many(
             if item is None:
                 exhausted = True
                 continue
+            if isinstance(item, _NotAllPulled):
+                stopped, exhausted = item, True
+                continue
             if isinstance(item, BaseException):
                 raise item
             delivered += 1
             yield item
+        if stopped is not None:
+            raise SessionClosedError(
+                f"the session closed during the batch; any jobs after {stopped.last_key} "
+                "were not taken from the iterable"
+            )
     finally:
         producer.cancel()
         for task in list(active):
