@@ -12,16 +12,28 @@ and keeps a request log and counters for assertions. It can also play the real s
 answers (kie-api.md section 9b): the edge's bare 403 to library User-Agents, 433 quotas, 404 for
 new tasks, gateway pages and empty successes after a task was created, HTML in place of a video,
 trickling transfers, and outages of an endpoint while tasks keep rendering (``outage``).
-Run it alone with ``python -m kling_async.simulator --port 8080``.
+Run it alone with ``python -m kling_async.simulator --port 8080``, and point a client at it with
+its time scale applied::
+
+    async with Simulator.connect("http://127.0.0.1:8080") as sim:
+        async with sim.session() as kling:
+            ...
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
 import shutil
 from collections import Counter
+from collections.abc import Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import attrs
 from aiohttp import web
 
@@ -38,10 +50,125 @@ __all__ = [
     "OUTAGE_KINDS",
     "CallbackDelivery",
     "FaultConfig",
+    "RemoteSimulator",
     "RequestRecord",
     "Simulator",
     "SimulatorConfig",
 ]
+
+
+#: Where ``Simulator.connect()`` looks when no URL is given: the session's variable, then the
+#: simulator command's default port.
+_BASE_URL_ENV = "KIE_BASE_URL"
+_API_KEY_ENV = "KIE_API_KEY"
+_DEFAULT_URL = "http://127.0.0.1:8080"
+_CONFIG_PATH = "/_simulator/config"
+
+
+# A dataclass, not attrs: attrs' generated validators look up a global ``_config`` (its own),
+# which this package's ``_config`` module shadows.
+@dataclasses.dataclass(frozen=True)
+class RemoteSimulator:
+    """A simulator as a client sees it: its two hosts, a key to use and its time scale.
+
+    ``Simulator.connect(url)`` makes one for a simulator run apart (``python -m
+    kling_async.simulator``); ``session()`` and ``scaled()`` behave as on a ``Simulator``.
+    """
+
+    base_url: str
+    upload_base_url: str
+    api_key: str = dataclasses.field(repr=False)
+    time_scale: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be a finite number above 0; got {self.time_scale!r}")
+
+    def scaled(self, seconds: float) -> float:
+        """Real seconds for ``seconds`` of the service's time (a timeout, a deadline)."""
+        return seconds * self.time_scale
+
+    def session(self, **settings: Any) -> KlingSession:
+        """A ``KlingSession`` pointed at this simulator, its limits and schedules time-scaled.
+
+        The documented defaults (``create_limit``, ``query_limit``, ``poll``, ``fallback_poll``)
+        are scaled by ``time_scale`` so that the client sees the service as the real one would;
+        any of them, or any other session setting (``api_key`` too), can be overridden.
+        """
+        # The simulator's one bridge to the client, for convenience: nothing the simulator
+        # judges depends on client code (tests/test_layers.py holds it to that).
+        from ..session import KlingSession
+        from ..settings import (
+            DEFAULT_CREATE_LIMIT,
+            DEFAULT_FALLBACK_POLL,
+            DEFAULT_POLL,
+            DEFAULT_QUERY_LIMIT,
+        )
+
+        scale = self.time_scale
+        settings.setdefault("create_limit", DEFAULT_CREATE_LIMIT.scaled(scale))
+        settings.setdefault("query_limit", DEFAULT_QUERY_LIMIT.scaled(scale))
+        settings.setdefault("poll", DEFAULT_POLL.scaled(scale))
+        settings.setdefault("fallback_poll", DEFAULT_FALLBACK_POLL.scaled(scale))
+        api_key = settings.pop("api_key", self.api_key)
+        return KlingSession(
+            api_key, base_url=self.base_url, upload_base_url=self.upload_base_url, **settings
+        )
+
+
+def _upload_url(url: str, reported_base: str, reported_upload: str) -> str:
+    """The upload host as reached from here: same as ``url``, or its host on the upload port."""
+    if reported_upload == reported_base:
+        return url
+    parts = urlsplit(url)
+    port = urlsplit(reported_upload).port
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    return urlunsplit((parts.scheme, f"{host}:{port}", "", "", ""))
+
+
+async def _connect(url: str | None, api_key: str | None, timeout: float) -> RemoteSimulator:
+    base = (url or os.environ.get(_BASE_URL_ENV) or _DEFAULT_URL).rstrip("/")
+    key = api_key or os.environ.get(_API_KEY_ENV) or SimulatorConfig().api_key
+    try:
+        # No key is sent: the config is public, and the key may be a real one by mistake.
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(base + _CONFIG_PATH) as answer,
+        ):
+            status, text = answer.status, await answer.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConnectionError(f"no kling_async simulator answered at {base}: {exc!r}") from exc
+    try:
+        if status != 200:
+            raise ValueError(status)
+        config = json.loads(text)
+        return RemoteSimulator(
+            base_url=base,
+            upload_base_url=_upload_url(base, config["base_url"], config["upload_base_url"]),
+            api_key=key,
+            time_scale=float(config["time_scale"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConnectionError(
+            f"{base} is not a kling_async simulator (GET {_CONFIG_PATH} answered HTTP {status})"
+        ) from exc
+
+
+class _Connecting:
+    """What ``Simulator.connect`` returns: awaited, or entered with ``async with``."""
+
+    def __init__(self, url: str | None, api_key: str | None, timeout: float) -> None:
+        self._args = (url, api_key, timeout)
+
+    def __await__(self) -> Generator[Any, None, RemoteSimulator]:
+        return _connect(*self._args).__await__()
+
+    async def __aenter__(self) -> RemoteSimulator:
+        return await _connect(*self._args)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None  # nothing is held open between calls
 
 
 class Simulator:
@@ -95,6 +222,15 @@ class Simulator:
         """Change settings while running (faults, failure rate, error transport...)."""
         self._service.config = attrs.evolve(self._service.config, **changes)
 
+    @property
+    def time_scale(self) -> float:
+        """Real seconds per nominal second of the service."""
+        return self.config.time_scale
+
+    def scaled(self, seconds: float) -> float:
+        """Real seconds for ``seconds`` of the service's time (a timeout, a deadline)."""
+        return seconds * self.config.time_scale
+
     def session(self, **settings: Any) -> KlingSession:
         """A ``KlingSession`` pointed at this simulator, its limits and schedules time-scaled.
 
@@ -102,25 +238,21 @@ class Simulator:
         are scaled by ``time_scale`` so that the client sees the service as the real one would;
         any of them, or any other session setting, can be overridden.
         """
-        # The simulator's one bridge to the client, for convenience: nothing the simulator
-        # judges depends on client code (tests/test_layers.py holds it to that).
-        from ..session import KlingSession
-        from ..settings import (
-            DEFAULT_CREATE_LIMIT,
-            DEFAULT_FALLBACK_POLL,
-            DEFAULT_POLL,
-            DEFAULT_QUERY_LIMIT,
-        )
+        seen = RemoteSimulator(self.base_url, self.upload_base_url, self.api_key, self.time_scale)
+        return seen.session(**settings)
 
-        scale = self.config.time_scale
-        settings.setdefault("create_limit", DEFAULT_CREATE_LIMIT.scaled(scale))
-        settings.setdefault("query_limit", DEFAULT_QUERY_LIMIT.scaled(scale))
-        settings.setdefault("poll", DEFAULT_POLL.scaled(scale))
-        settings.setdefault("fallback_poll", DEFAULT_FALLBACK_POLL.scaled(scale))
-        api_key = settings.pop("api_key", self.api_key)
-        return KlingSession(
-            api_key, base_url=self.base_url, upload_base_url=self.upload_base_url, **settings
-        )
+    @classmethod
+    def connect(
+        cls, url: str | None = None, *, api_key: str | None = None, timeout: float = 10.0
+    ) -> _Connecting:
+        """A simulator run apart, as a ``RemoteSimulator`` with its time scale read from it.
+
+        ``url`` defaults to ``$KIE_BASE_URL``, then ``http://127.0.0.1:8080``; ``api_key`` to
+        ``$KIE_API_KEY``, then the simulator's default key (``--api-key`` changes it: pass the
+        one it printed). Use ``async with Simulator.connect(url) as sim:`` or ``await``; a URL
+        where no simulator answers raises ``ConnectionError``.
+        """
+        return _Connecting(url, api_key, timeout)
 
     def outage(
         self,

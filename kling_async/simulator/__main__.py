@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 
 from . import LIBRARY_USER_AGENTS, Simulator, SimulatorConfig
 from ._rules import RateWindow
@@ -61,11 +62,22 @@ async def _run(args: argparse.Namespace) -> None:
         upload_port=args.upload_port,
         split_hosts=bool(args.upload_port),
     )
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows' loop
+        # A terminated simulator closes as an interrupted one does: stored files are removed.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with sim:
         # The key is the simulator's own, printed so a developer can point a client at it.
         print(f"kie.ai simulator: base_url={sim.base_url} upload_base_url={sim.upload_base_url}")
-        print(f"api key: {sim.api_key}  webhook hmac key: {sim.webhook_hmac_key}", flush=True)
-        await asyncio.Event().wait()
+        print(f"api key: {sim.api_key}  webhook hmac key: {sim.webhook_hmac_key}")
+        print(f"time scale: {sim.time_scale:g} (a 100 s task takes {sim.scaled(100):g} s)")
+        upload = f" KIE_UPLOAD_BASE_URL={sim.upload_base_url}" if args.upload_port else ""
+        print(
+            f"use it: KIE_BASE_URL={sim.base_url}{upload} KIE_API_KEY={sim.api_key} "
+            f'python your_program.py, or Simulator.connect("{sim.base_url}") in Python',
+            flush=True,
+        )
+        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -435,7 +435,21 @@ class Service:
             web.post("/api/v1/common/download-url", self.download_url, name="downloadUrl"),
             web.get("/results/{name}", self.get_result, name="result"),
             web.get("/_simulator/stats", self.stats, name="stats"),
+            web.get("/_simulator/config", self.sim_config, name="simConfig"),
         ]
+
+    async def sim_config(self, request: web.Request) -> web.Response:
+        """``GET /_simulator/config``: the time scale and hosts, for a client of a separate run.
+
+        Not part of the service's API (``Simulator.connect`` reads it). No key is needed and none
+        is shown: the key is the one the simulator printed when it started.
+        """
+        body = {
+            "time_scale": self.config.time_scale,
+            "base_url": self.base_url,
+            "upload_base_url": self.upload_base_url,
+        }
+        return web.json_response(body)
 
     async def stats(self, request: web.Request) -> web.Response:
         """``GET /_simulator/stats``: counters and the request log, for a simulator run apart.
@@ -447,7 +461,7 @@ class Service:
         log_rows = [
             [r.endpoint, r.time, r.code, r.fault]
             for r in self.records
-            if r.endpoint != "stats" and (wanted is None or r.endpoint == wanted)
+            if r.endpoint not in ("stats", "simConfig") and (wanted is None or r.endpoint == wanted)
         ]
         body = {
             "rate_limited": self.rate_limited,
