@@ -1,4 +1,7 @@
-"""A local simulator of kie.ai's kling-2.6/motion-control service, speaking its real HTTP API.
+"""A local simulator of kie.ai's Kling motion-control service, speaking its real HTTP API.
+
+It serves ``kling-2.6/motion-control`` and ``kling-3.0/motion-control`` (each with its own
+prices and inputs), and other Market models generically (``SimulatorConfig.market_models``).
 
 Use it in tests and demos instead of the real service::
 
