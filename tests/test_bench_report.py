@@ -115,7 +115,8 @@ def test_the_results_document_names_the_date_command_and_machine() -> None:
         seconds=95.4,
         machine=[("CPU", "Some CPU, 2 logical"), ("curl", "not installed")],
     )
-    assert "`python -m benchmarks --write` on 2026-01-02 03:04 UTC, in 95 s" in text
+    assert "`python -m benchmarks --write` (what `make bench` runs) on 2026-01-02 03:04 UTC" in text
+    assert "in 95 s" in text
     assert markdown_table(ROWS) in text
     assert "- CPU: Some CPU, 2 logical\n- curl: not installed" in text
     assert summary(ROWS) in text
