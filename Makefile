@@ -38,9 +38,9 @@ $(VENV)/.docs-installed: pyproject.toml | $(BIN)/python
 docs: $(VENV)/.docs-installed
 	$(MKDOCS)
 
-bench: $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m benchmarks
+# One table of every benchmark's quick run, also written to benchmarks/RESULTS.md (~2 min).
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .site

@@ -6,6 +6,7 @@ lost (a task that succeeded on the simulator whose job was neither delivered nor
 unknown: must be 0). ``tests/test_soak.py`` runs a quick version in the suite.
 
     python -m benchmarks.bench_soak [--jobs 500] [--fault-rate 0.10] [--seed 7] [--webhook]
+    python -m benchmarks.bench_soak --quick  # what ``python -m benchmarks`` runs
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import collections
 import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -23,6 +25,8 @@ from kling_async import Job, JobOutcome
 from kling_async.journal import UNKNOWN, Journal
 from kling_async.simulator import FaultConfig, Simulator, SimulatorConfig
 from kling_async.webhooks import WebhookReceiver
+
+from ._report import NONE, Row, judged, text_table
 
 ASSETS = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
 #: The kinds of fault injected, each a share of the whole fault rate.
@@ -79,7 +83,8 @@ async def soak(
 ) -> SoakReport:
     """Run the soak in ``workdir`` and return its figures."""
     share = fault_rate / len(FAULT_KINDS)
-    faults = FaultConfig(**dict.fromkeys(FAULT_KINDS, share), slow_seconds=20.0, seed=seed)
+    shares: dict[str, Any] = dict.fromkeys(FAULT_KINDS, share)
+    faults = FaultConfig(**shares, slow_seconds=20.0, seed=seed)
     config = SimulatorConfig(time_scale=time_scale, credits=1e9, seed=seed, faults=faults)
     batch = [
         Job(ASSETS / "character.png", ASSETS / "motion.mp4", prompt=f"soak-{i}", key=f"soak-{i}")
@@ -131,13 +136,57 @@ async def soak(
     return report
 
 
+QUICK_JOBS = 150
+
+
+def rows(report: SoakReport, name: str) -> list[Row]:
+    """The money promise as table rows: no job paid twice, no paid result lost."""
+    injected = f"{sum(report.faults.values())} faults in {report.requests} requests"
+    return [
+        judged(
+            name,
+            "duplicate tasks (a job paid twice)",
+            value=str(report.duplicate_tasks),
+            baseline=injected,
+            goal=NONE,
+            checked=report.duplicate_tasks,
+            critical=True,
+        ),
+        judged(
+            name,
+            "paid results lost (neither delivered nor reported unknown)",
+            value=str(report.paid_results_lost),
+            baseline=f"{report.succeeded_on_service} succeeded on the service, "
+            f"{report.delivered} delivered, {report.reported_unknown} reported unknown",
+            goal=NONE,
+            checked=report.paid_results_lost,
+            critical=True,
+        ),
+    ]
+
+
+async def quick() -> list[Row]:
+    """150 jobs, 10 % faults, by polling and by webhook."""
+    result = []
+    for webhook in (False, True):
+        with tempfile.TemporaryDirectory() as workdir:
+            report = await soak(QUICK_JOBS, Path(workdir), webhook=webhook)
+        mode = "webhook" if webhook else "polling"
+        result += rows(report, f"soak ({QUICK_JOBS} jobs, 10 % faults, {mode})")
+    return result
+
+
 async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="the rows of the quick run")
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--fault-rate", type=float, default=0.10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--webhook", action="store_true")
     args = parser.parse_args(argv)
+    if args.quick:
+        print(text_table(await quick()))
+        return
     with tempfile.TemporaryDirectory() as workdir:
         report = await soak(
             args.jobs,
