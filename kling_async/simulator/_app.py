@@ -182,6 +182,10 @@ class Service:
                 response = self._answer(request, exc.status, exc.reason)
         except asyncio.CancelledError:
             raise
+        except ConnectionResetError:
+            # The client left mid-request (a cancelled upload): nobody is there to answer.
+            log.debug("client left during %s", request.path)
+            response = self._answer(request, 499, "Client closed request")
         except Exception:
             log.exception("simulator handler failed on %s", request.path)
             response = self._answer(request, 500, "Internal server error")
