@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/python -m kling_async.demo
 
-test: $(BIN)/python
+# The shared-limit and journal tests run a real redis-server (Debian's package); never skipped.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+redis-server:
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq redis-server >/dev/null)
+
+test: $(BIN)/python redis-server
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/ruff check kling_async tests benchmarks
 	$(BIN)/mypy --strict kling_async

@@ -15,11 +15,32 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from .batch import BatchRun, JobRunner, OnEvent, run_many
 from .client import KlingClient
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
-from .journal import Journal
+from .errors import ConfigurationError
+from .journal import BatchJournal, Journal
 from .models import CharacterOrientation, Mode
 from .settings import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession", "open_journal"]
+
+JournalSpec = str | os.PathLike[str] | BatchJournal
+
+
+def open_journal(spec: JournalSpec) -> BatchJournal:
+    """The journal ``spec`` names: a SQLite file, a ``redis://`` URL, or a journal object.
+
+    A ``redis://`` URL (with the ``redis`` extra) names a journal several workers share
+    (``?journal=NAME`` names the batch); a journal object is returned as it is.
+    """
+    if not isinstance(spec, str | os.PathLike):
+        return spec
+    text = os.fspath(spec)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis import RedisJournal  # only when asked for: redis is an extra
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return RedisJournal(text)
+    return Journal(text)
 
 
 class KlingSession(KlingClient):
@@ -72,7 +93,7 @@ class KlingSession(KlingClient):
         self,
         jobs: Iterable[Job] | AsyncIterable[Job],
         *,
-        journal: str | os.PathLike[str] | None = None,
+        journal: JournalSpec | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
         max_pending: int | None = None,
@@ -90,8 +111,10 @@ class KlingSession(KlingClient):
         (per-second price times the video's length) over it: such jobs end with
         ``CreditLimitError``. With ``retry_failed``, jobs the journal holds as failed get a new task
         (never jobs whose creation is unknown). With ``journal`` (a SQLite file path), a rerun after
-        a crash or Ctrl-C resumes tasks instead of creating them again. Use it as ``async with
-        kling.generate_many(...) as outcomes:`` to be able to leave early cleanly.
+        a crash or Ctrl-C resumes tasks instead of creating them again; with a ``redis://`` URL
+        (or a ``RedisJournal``), several workers fed the same jobs split them, each job run by
+        one. Use it as ``async with kling.generate_many(...) as outcomes:`` to be able to leave
+        early cleanly.
         """
         pending = max_pending or 2 * self.create_limit.max_requests
         return BatchRun(
@@ -112,7 +135,7 @@ class KlingSession(KlingClient):
         self,
         jobs: Iterable[Job] | AsyncIterable[Job],
         *,
-        journal: str | os.PathLike[str] | None,
+        journal: JournalSpec | None,
         download_to: str | os.PathLike[str] | None,
         on_event: OnEvent | None,
         max_pending: int,
@@ -122,7 +145,7 @@ class KlingSession(KlingClient):
         retry_failed: bool,
     ) -> AsyncGenerator[JobOutcome, None]:
         async with contextlib.AsyncExitStack() as stack:
-            book = await stack.enter_async_context(Journal(journal)) if journal else None
+            book = await stack.enter_async_context(open_journal(journal)) if journal else None
             runner = JobRunner(
                 self,
                 journal=book,

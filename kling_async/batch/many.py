@@ -11,9 +11,10 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from types import TracebackType
 from typing import Self
 
-from ..errors import ConfigurationError, SessionClosedError
+from ..errors import ConfigurationError, JournalError, SessionClosedError
 from ..jobs import Job, JobEventKind, JobOutcome
-from .runner import JobRunner
+from ..journal import BUSY, CLAIMED
+from .runner import JobRunner, log
 
 __all__ = ["BatchRun", "run_many"]
 
@@ -41,7 +42,12 @@ async def run_many(
     A job whose key repeats an earlier one of the batch ends at once with a
     ``ConfigurationError``. Leaving early (``aclose``, an error, cancellation) stops pulling
     jobs, cancels their work, and waits for createTask calls on the wire to be recorded.
+
+    With a journal several workers share, each job is claimed first: a job another worker holds
+    is asked about again after the others (it is run here if that worker dies), and one whose
+    outcome another worker gave is skipped without an outcome here.
     """
+    journal = runner.journal
     pending = asyncio.Semaphore(max_pending)
     running = asyncio.Semaphore(max_running) if max_running else None
     outcomes: asyncio.Queue[JobOutcome | BaseException | None] = asyncio.Queue()
@@ -91,16 +97,46 @@ async def run_many(
             if holds_running and running is not None:
                 running.release()
             if outcome is not None:
+                if journal is not None:
+                    await finish(job.job_key)
                 outcomes.put_nowait(outcome)
 
+    async def finish(key: str) -> None:
+        assert journal is not None
+        try:
+            await journal.finish(key)
+        except JournalError as exc:  # the outcome stands; another worker may report it again
+            log.warning("job %s: %s", key, exc)
+
     started = 0
+
+    async def start(job: Job) -> bool:
+        """Start ``job`` if this worker gets it; False if another worker holds it."""
+        nonlocal started
+        await pending.acquire()
+        verdict = await journal.claim(job.job_key) if journal is not None else CLAIMED
+        if verdict != CLAIMED:
+            pending.release()
+            return verdict != BUSY
+        started += 1
+        task = asyncio.create_task(one(job), name=f"kling job {job.job_key}")
+        active.add(task)
+        task.add_done_callback(active.discard)
+        return True
+
+    async def taken_over(held: list[Job]) -> None:
+        """Ask again about jobs other workers held, until each is done or run here."""
+        assert journal is not None
+        while held:
+            await asyncio.sleep(journal.recheck_interval)
+            held = [job for job in held if not await start(job)]
 
     async def produce() -> None:
         nonlocal started
         try:
+            held: list[Job] = []
             async for job in _iterate(jobs):
                 key = job.job_key
-                started += 1
                 if key in seen:
                     what = (
                         f"job key {key!r}"
@@ -111,13 +147,14 @@ async def run_many(
                         f"{what} appears twice in this batch; the repeat is not run "
                         "(give each job a key of its own)"
                     )
+                    started += 1
                     outcomes.put_nowait(JobOutcome(job, error=error))
                     continue
                 seen.add(key)
-                await pending.acquire()
-                task = asyncio.create_task(one(job), name=f"kling job {key}")
-                active.add(task)
-                task.add_done_callback(active.discard)
+                if not await start(job):
+                    held.append(job)
+            if held:
+                await taken_over(held)
             outcomes.put_nowait(None)
         except Exception as exc:  # the caller's iterable failed: stop and tell them
             outcomes.put_nowait(exc)

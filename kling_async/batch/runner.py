@@ -32,7 +32,16 @@ from ..errors import (
     TaskFailedError,
 )
 from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource
-from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
+from ..journal import (
+    CREATED,
+    CREATING,
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    UNKNOWN,
+    BatchJournal,
+    JournalRecord,
+)
 from ..media import validate_image, validate_video
 from ..models import MotionControlInput, Task, TaskState, UploadedFile, is_http_url
 from ..rules import estimate_credits
@@ -58,7 +67,7 @@ class JobRunner:
         self,
         session: KlingClient,
         *,
-        journal: Journal | None = None,
+        journal: BatchJournal | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
         callback_url: str | None = None,
