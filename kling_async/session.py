@@ -14,8 +14,8 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 
 from .batch import BatchRun, JobRunner, OnEvent, run_many
 from .client import KlingClient
-from .jobs import GenerationResult, Job, JobOutcome, MediaSource
 from .errors import ConfigurationError
+from .jobs import GenerationResult, Job, JobOutcome, MediaSource
 from .journal import BatchJournal, Journal
 from .models import CharacterOrientation, Mode
 from .settings import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL

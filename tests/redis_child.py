@@ -59,7 +59,7 @@ async def main(args: argparse.Namespace) -> None:
 
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    async with KlingSession(
+    kling = KlingSession(
         args.key,
         base_url=args.base,
         upload_base_url=args.base,
@@ -69,13 +69,16 @@ async def main(args: argparse.Namespace) -> None:
         retry_base=0.01,
         retry_cap=0.1,
         **settings,  # type: ignore[arg-type]
-    ) as kling:
-        async with kling.generate_many(
+    )
+    async with (
+        kling,
+        kling.generate_many(
             batch, journal=args.journal, download_to=args.out, on_event=report
-        ) as outcomes:
-            async for outcome in outcomes:
-                what = "ok" if outcome.ok else type(outcome.error).__name__
-                print("outcome", outcome.job.job_key, what, outcome.task_id or "-", flush=True)
+        ) as outcomes,
+    ):
+        async for outcome in outcomes:
+            what = "ok" if outcome.ok else type(outcome.error).__name__
+            print("outcome", outcome.job.job_key, what, outcome.task_id or "-", flush=True)
     if args.shared and args.recheck is not None:
         for limiter in limiters:
             await limiter.aclose()

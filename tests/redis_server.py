@@ -42,18 +42,17 @@ class RedisServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the server and wait until it answers PING."""
+        settings = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": self._dir,
+            "logfile": str(Path(self._dir) / "redis.log"),
+        }
+        args = [arg for name, value in settings.items() for arg in (f"--{name}", value)]
         self._proc = subprocess.Popen(
-            [
-                self._binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self._dir,
-                "--logfile", str(Path(self._dir) / "redis.log"),
-            ],  # fmt: skip
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [self._binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while not self._answers():

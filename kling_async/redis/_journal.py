@@ -392,4 +392,3 @@ class RedisJournal:
         for status in found.values():
             counts[status] = counts.get(status, 0) + 1
         return counts
-

@@ -194,7 +194,9 @@ class RedisRateLimiter:
                 continue
             if self._down_since is not None:
                 self._down_since = None
-                log.warning("shared rate limit %s: Redis is back; the limit is shared again", self.name)
+                log.warning(
+                    "shared rate limit %s: Redis is back; the limit is shared again", self.name
+                )
             if granted:
                 return _Hold(member, local=False)
             await self._nap(wait if wait >= 0 else self._poll)
