@@ -58,13 +58,15 @@ return {0, '-1'}
 """
 )
 
-# KEYS: flight, done. ARGV: window, member. The answer is in: the slot frees one window from now.
+# KEYS: flight, done. ARGV: window, member, seconds since the answer came back (measured by the
+# process up to the moment it sent this, so never more than really passed): the slot frees one
+# window after the answer, however late this script runs.
 _RELEASE = (
     NOW
     + """
 local window = tonumber(ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('ZADD', KEYS[2], at(now + window), ARGV[2])
+redis.call('ZADD', KEYS[2], at(now - tonumber(ARGV[3]) + window), ARGV[2])
 redis.call('PEXPIRE', KEYS[2], math.ceil(window * 1000) + 1000)
 return 1
 """
@@ -163,6 +165,15 @@ class RedisRateLimiter:
     def shared(self) -> bool:
         """True while slots come from Redis (False: the local fallback share)."""
         return self._down_since is None
+
+    async def prepare(self) -> None:
+        """Connect and load the scripts now, rather than on the first :meth:`acquire`."""
+        try:
+            await self._redis.ping()
+            for script in (self._acquire_script, self._release_script, self._adopt_script):
+                await self._redis.script_load(script.script)
+        except UNREACHABLE as exc:
+            self._fall_back(exc)
 
     async def acquire(self) -> object:
         """Wait for a free slot and take it; pass what it returns to :meth:`release`."""
@@ -275,13 +286,15 @@ class RedisRateLimiter:
             self._fallback.release()
         if hold.member is not None:
             # Written by a task the limiter owns (aclose waits for it): the caller goes on now.
-            task = asyncio.get_running_loop().create_task(self._give_back(hold.member))
+            answered = self._clock()
+            task = asyncio.get_running_loop().create_task(self._give_back(hold.member, answered))
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
 
-    async def _give_back(self, member: str) -> None:
+    async def _give_back(self, member: str, answered: float) -> None:
         try:
-            await self._call(self._release_script, [self.limit.window, member])
+            ago = max(0.0, self._clock() - answered)
+            await self._call(self._release_script, [self.limit.window, member, ago])
         except UNREACHABLE as exc:
             # Safe: the slot stays held until its lease ends, longer than needed, never shorter.
             log.debug("shared rate limit %s: a slot is freed by its lease (%s)", self.name, exc)
