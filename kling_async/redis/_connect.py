@@ -44,9 +44,11 @@ def connect(url: str, timeout: float) -> aioredis.Redis:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            # Our callers decide what a failure means (fall back, or fail the step): a retry
-            # inside the client would only make a call outlast its timeout.
-            retry=Retry(NoBackoff(), 0),
+            # One retry at once, for a pooled connection Redis closed (a restart, an idle
+            # timeout); past that our callers decide what a failure means (fall back, or fail
+            # the step). Every script is safe to run twice: at worst a slot is held until its
+            # lease ends.
+            retry=Retry(NoBackoff(), 1),
             decode_responses=True,
         )
     except ValueError as exc:
