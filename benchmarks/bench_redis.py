@@ -106,7 +106,8 @@ async def shared_rates(creates: int, queries: int, scales: tuple[float, float]) 
             # processes each with a quarter of it, and one process alone: what holding a slot
             # while in flight costs on this machine anyway.
             for workers, url in ((WORKERS, redis.url), (WORKERS, ""), (1, "")):
-                config = SimulatorConfig(time_scale=scale, credits=1e9)
+                # Visible at once: the queries ask about a task created just before.
+                config = SimulatorConfig(time_scale=scale, credits=1e9, invisible_seconds=0.0)
                 async with Simulator(config) as sim:
                     async with sim.session() as kling:
                         image = await kling.upload_image(ASSETS / "character.png")
