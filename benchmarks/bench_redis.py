@@ -112,7 +112,10 @@ async def shared_rates(creates: int, queries: int, scales: tuple[float, float]) 
                     async with sim.session() as kling:
                         image = await kling.upload_image(ASSETS / "character.png")
                         video = await kling.upload_video(ASSETS / "motion.mp4")
-                        task = await kling.create_task(MotionControlInput(image.url, video.url))
+                        # Only the queries need a task: a create here would share a window with
+                        # the workers' creates.
+                        inp = MotionControlInput(image.url, video.url)
+                        task = await kling.create_task(inp) if what == "query" else "-"
                     times = await run_workers(
                         sim, url, workers, what, count // workers, scale, (image.url, video.url),
                         task,
