@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # link, cross-reference, README snippet or a docstring griffe warns about fails the build.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir .site
 
-.PHONY: demo test docs lint typecheck pytest bench clean
+.PHONY: demo test docs lint typecheck pytest bench clean redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/python -m kling_async.demo
 
-test: $(BIN)/python
+# The shared-limit and journal tests run a real redis-server (Debian's package); never skipped.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+redis-server:
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq redis-server >/dev/null)
+
+test: $(BIN)/python redis-server
 	$(BIN)/python -m pip install -q -e '.[dev,docs]'
 	$(BIN)/ruff check kling_async tests benchmarks examples docs
 	$(BIN)/mypy --strict kling_async

@@ -11,6 +11,7 @@ Bounds: it knows no endpoint's meaning beyond decoding answers; never imports th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, SessionClosedError
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter
 from .retries import with_retries
 from .settings import (
     API_KEY_ENV,
@@ -138,6 +139,11 @@ class BaseClient:
             await self._transport.close()
         self._transport = None
 
+    @property
+    def account_id(self) -> str:
+        """A name for the account that does not reveal the key (a hash of it), for shared state."""
+        return hashlib.sha256(self.__api_key.encode()).hexdigest()[:20]
+
     # -- the one choke point for API requests --------------------------------------------------
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.__api_key}", "User-Agent": self.user_agent}
@@ -148,7 +154,7 @@ class BaseClient:
         method: str,
         url: str,
         *,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         json: Any = None,
         params: Mapping[str, str] | None = None,
         data: Any = None,
@@ -160,8 +166,7 @@ class BaseClient:
         if callable(data):
             data = data()  # a fresh multipart body for each attempt: a stream is read once
         started = time.perf_counter()
-        if limiter is not None:
-            await limiter.acquire()
+        hold = await limiter.acquire() if limiter is not None else None
         try:
             # The wait for a slot may have outlived the session.
             transport = self._open()
@@ -179,7 +184,7 @@ class BaseClient:
             )
         finally:
             if limiter is not None:
-                limiter.release()
+                limiter.release(hold)
         log.debug(
             "%s %s -> HTTP %d in %.0f ms",
             method,

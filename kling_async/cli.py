@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
 from .jobs import Job, JobEvent, JobEventKind, JobOutcome, MediaSource
-from .journal import Journal
 from .media import validate_image, validate_video
 from .models import UploadedFile, check_background_source, is_http_url
 from .rules import (
@@ -40,7 +39,7 @@ from .rules import (
     estimate_credits,
     wire_mode,
 )
-from .session import KlingSession
+from .session import KlingSession, open_journal
 from .settings import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
@@ -365,7 +364,8 @@ async def _batch(args: argparse.Namespace, out: _Out) -> int:
             f"task list, then `kling-async release {args.journal or 'JOURNAL'} KEY`",
             unknown=unknown,
         )
-    return EXIT_OK if tally.get("ok", 0) == len(jobs) else EXIT_FAILED
+    # Every outcome given here was a success (with a shared journal, other workers give theirs).
+    return EXIT_OK if sum(tally.values()) == tally.get("ok", 0) else EXIT_FAILED
 
 
 def _report(outcome: JobOutcome, out: _Out, tally: Counter[str], unknown: list[str]) -> None:
@@ -396,7 +396,7 @@ def _report(outcome: JobOutcome, out: _Out, tally: Counter[str], unknown: list[s
 
 
 async def _journal(args: argparse.Namespace, out: _Out) -> int:
-    async with Journal(args.journal) as journal:
+    async with open_journal(args.journal) as journal:
         counts = await journal.counts()
         for status in sorted(counts):
             for key in await journal.keys(status):
@@ -410,7 +410,7 @@ async def _journal(args: argparse.Namespace, out: _Out) -> int:
 
 
 async def _unknown(args: argparse.Namespace, out: _Out) -> int:
-    async with Journal(args.journal) as journal:
+    async with open_journal(args.journal) as journal:
         keys = await journal.unresolved()
     for key in keys:
         out.result(key, key=key)
@@ -420,7 +420,7 @@ async def _unknown(args: argparse.Namespace, out: _Out) -> int:
 async def _release(args: argparse.Namespace, out: _Out) -> int:
     if not args.keys and not args.all_unknown:
         raise ConfigurationError("name the keys to release, or pass --all-unknown")
-    async with Journal(args.journal) as journal:
+    async with open_journal(args.journal) as journal:
         keys = list(args.keys)
         if args.all_unknown:
             keys = await journal.unresolved()
@@ -484,7 +484,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("manifest")
     cmd.add_argument("--out", help="folder for the clips")
-    cmd.add_argument("--journal", help="SQLite file: makes the batch resumable")
+    cmd.add_argument(
+        "--journal",
+        help="SQLite file: makes the batch resumable; or redis://HOST:PORT/DB?journal=NAME, "
+        "shared by workers on several machines running the same manifest",
+    )
     cmd.add_argument("--max-credits", type=float)
     cmd.add_argument("--dry-run", action="store_true", help="check and estimate, create nothing")
     cmd.add_argument("--skip-invalid", action="store_true", help="run the good rows anyway")
@@ -521,7 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = _Out(getattr(args, "json", False))
     journal = getattr(args, "journal", None)
     needs_journal = args.command in ("journal", "unknown", "release")
-    if needs_journal and journal is not None and not Path(journal).is_file():
+    shared = str(journal).startswith(("redis://", "rediss://", "unix://"))
+    if needs_journal and journal is not None and not shared and not Path(journal).is_file():
         out.error(f"no journal at {journal}")
         return EXIT_USAGE
     try:

@@ -35,7 +35,7 @@ from .models import (
     UploadedFile,
     is_http_url,
 )
-from .ratelimit import Clock, RateLimiter, Sleep
+from .ratelimit import Clock, Limiter, RateLimiter, Sleep
 from .retries import is_transient
 from .settings import (
     DEFAULT_CREATE_LIMIT,
@@ -79,6 +79,12 @@ class KlingClient(BaseClient):
     ``max_retries`` how often a safe call is retried on 429/455/5xx/transport failures (with
     jittered exponential backoff, honouring ``Retry-After``), and ``request_timeout`` bounds each
     HTTP request. ``clock`` and ``sleep`` exist for tests.
+
+    Several processes sharing one key share its limits through Redis: ``shared_limits=
+    "redis://host:6379/0"`` (with the ``redis`` extra; ``limits_prefix`` names the keys), or
+    limiters of your own as ``create_limiter`` and ``query_limiter`` (any
+    :class:`~kling_async.ratelimit.Limiter`; their limits replace ``create_limit`` and
+    ``query_limit``, and you close them).
     """
 
     def __init__(
@@ -107,6 +113,10 @@ class KlingClient(BaseClient):
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         seed: int | None = None,
+        create_limiter: Limiter | None = None,
+        query_limiter: Limiter | None = None,
+        shared_limits: str | None = None,
+        limits_prefix: str = "kling_async",
     ) -> None:
         super().__init__(
             api_key,
@@ -124,12 +134,27 @@ class KlingClient(BaseClient):
         if not min_transfer_rate > 0:
             raise ConfigurationError("min_transfer_rate must be > 0 (bytes per second)")
         self.min_transfer_rate = float(min_transfer_rate)
-        self.create_limit = create_limit
-        self.query_limit = query_limit
         self._clock = clock
         self._sleep = sleep
-        self._create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
-        self._query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
+        # The limiters the session builds are its own to close; those passed in are the caller's.
+        self._owned_limiters: list[Limiter] = []
+        if shared_limits is not None:
+            if create_limiter is not None or query_limiter is not None:
+                raise ConfigurationError("pass shared_limits or limiters of your own, not both")
+            create_limiter, query_limiter = self._shared_limiters(
+                shared_limits, limits_prefix, create_limit, query_limit
+            )
+            self._owned_limiters += [create_limiter, query_limiter]
+        if create_limiter is None:
+            create_limiter = RateLimiter(create_limit, clock=clock, sleep=sleep)
+            self._owned_limiters.append(create_limiter)
+        if query_limiter is None:
+            query_limiter = RateLimiter(query_limit, clock=clock, sleep=sleep)
+            self._owned_limiters.append(query_limiter)
+        self._create_limiter: Limiter = create_limiter
+        self._query_limiter: Limiter = query_limiter
+        self.create_limit = create_limiter.limit
+        self.query_limit = query_limiter.limit
         if callback_url is not None and not is_http_url(callback_url):
             raise ConfigurationError(f"callback_url must be an http(s) URL, got {callback_url!r}")
         if webhook is not None and callback_url is None:
@@ -173,6 +198,27 @@ class KlingClient(BaseClient):
             min_rate=self.min_transfer_rate,
         )
 
+    def _shared_limiters(
+        self, url: str, prefix: str, create_limit: RateLimit, query_limit: RateLimit
+    ) -> tuple[Limiter, Limiter]:
+        try:
+            from .redis import RedisRateLimiter  # only when asked for: redis is an extra
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from None
+        # A slot in flight is held at most as long as its request can last, then one window.
+        made = [
+            RedisRateLimiter(
+                url,
+                limit,
+                name=f"{prefix}:{self.account_id}:{what}",
+                lease=self.request_timeout + limit.window + 5.0,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+            for what, limit in (("create", create_limit), ("query", query_limit))
+        ]
+        return made[0], made[1]
+
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
         self._open()
@@ -194,11 +240,16 @@ class KlingClient(BaseClient):
         """
         self._closed = True
         self._closing.set()  # first: work of the caller's that listens for it ends at once
-        self._create_limiter.close()
-        self._query_limiter.close()
-        await self._waiter.close()
-        await self._submitter.close()
-        await self._close_transport()
+        for limiter in self._owned_limiters:
+            limiter.close()  # waits for a slot end now...
+        try:
+            await self._waiter.close()
+            await self._submitter.close()
+            await self._close_transport()
+        finally:
+            # ...and what the limiters hold is freed once no request is left to give a slot back.
+            for limiter in self._owned_limiters:
+                await limiter.aclose()
 
     # -- tasks ---------------------------------------------------------------------------------
     @overload
@@ -481,11 +532,11 @@ class KlingClient(BaseClient):
 
     # -- introspection for benchmarks and tests ------------------------------------------------
     @property
-    def create_limiter(self) -> RateLimiter:
+    def create_limiter(self) -> Limiter:
         """The limiter shared by every task creation of this session."""
         return self._create_limiter
 
     @property
-    def query_limiter(self) -> RateLimiter:
+    def query_limiter(self) -> Limiter:
         """The limiter shared by every recordInfo query of this session."""
         return self._query_limiter

@@ -7,6 +7,8 @@ before the answer is recorded, the rerun reports it as unknown rather than creat
 
 All SQLite work runs on one private thread, off the event loop. The journal holds an exclusive
 lock while open, so a second batch on the same file gets :class:`JournalLockedError`.
+:class:`BatchJournal` is what the batch asks of any journal; ``kling_async.redis.RedisJournal``
+is one several workers share.
 
 Bounds: it knows nothing of HTTP or the service; it records what the batch runner tells it.
 """
@@ -23,13 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import attrs
 
 from .errors import JournalError, JournalLockedError
 
-__all__ = ["Journal", "JournalLockedError", "JournalRecord", "release_jobs"]
+__all__ = ["BatchJournal", "Journal", "JournalLockedError", "JournalRecord", "release_jobs"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -89,6 +91,11 @@ CREATED = "created"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNKNOWN = "unknown"
+
+# What a claim on a job finds (see BatchJournal.claim).
+CLAIMED = "claimed"
+BUSY = "busy"
+DONE = "done"
 
 
 @attrs.frozen
@@ -358,6 +365,76 @@ class Journal:
         """How many jobs are in each status."""
         result: dict[str, int] = await self._run(self._counts_sync)
         return result
+
+    async def claim(self, key: str) -> str:
+        """Always ``CLAIMED``: the file's lock makes this batch its only worker."""
+        return CLAIMED
+
+    async def finish(self, key: str) -> None:
+        """Nothing to do: no other worker shares this journal."""
+
+    #: Never ``BUSY``, so never asked again.
+    recheck_interval = 1.0
+
+
+class BatchJournal(Protocol):
+    """What a batch asks of a journal: records per job, and claims when workers share it.
+
+    Used as ``async with journal:``. Several workers fed the same jobs split them by
+    :meth:`claim`: ``CLAIMED`` (this worker runs the job now), ``BUSY`` (a live worker holds it:
+    ask again every ``recheck_interval`` seconds, it may die) or ``DONE`` (a worker of this run
+    gave its outcome already). :meth:`finish` says this worker gave the job's outcome.
+    """
+
+    @property
+    def recheck_interval(self) -> float:
+        """Seconds between two claims on a job another worker holds."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open the journal."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the journal (after every write asked for), letting go of what it holds."""
+        ...
+
+    async def get(self, key: str) -> JournalRecord | None:
+        """The record of job ``key``, if any."""
+        ...
+
+    async def update(self, key: str, **fields: Any) -> None:
+        """Record ``fields`` for job ``key``, durably, before returning."""
+        ...
+
+    async def claim(self, key: str) -> str:
+        """Take job ``key`` for this worker: ``CLAIMED``, ``BUSY`` or ``DONE``."""
+        ...
+
+    async def finish(self, key: str) -> None:
+        """This worker gave job ``key``'s outcome: other workers of this run skip it."""
+        ...
+
+    async def release(self, *keys: str) -> list[str]:
+        """Let jobs whose submission is unknown be created again; return the keys released."""
+        ...
+
+    async def keys(self, status: str) -> list[str]:
+        """The keys of the jobs in ``status``, sorted."""
+        ...
+
+    async def unresolved(self) -> list[str]:
+        """The keys of jobs whose createTask may have made a task the journal does not know."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+        ...
 
 
 async def release_jobs(path: str | os.PathLike[str], *keys: str) -> list[str]:

@@ -6,6 +6,10 @@ back the slot stays taken for one full window counted from that moment. Since th
 back after the request arrived, any request sent later than one window after it arrives more than
 one window later too: the service's window never holds more than N. Sleepers hold no slot.
 
+:class:`Limiter` is what the session asks of any limiter; :class:`RateLimiter` is the one for a
+single process, and ``kling_async.redis.RedisRateLimiter`` gives the same guarantee to several
+processes sharing one account.
+
 Bounds: it knows nothing of HTTP or the API: it only grants slots.
 """
 
@@ -16,14 +20,51 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from .errors import SessionClosedError
 from .models import RateLimit
 
-__all__ = ["RateLimiter"]
+__all__ = ["Limiter", "RateLimiter"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Limiter(Protocol):
+    """What the session asks of a rate limiter: a slot per request, held while it is in flight.
+
+    ``acquire()`` waits for a slot and returns a hold; ``release(hold)`` gives it back once the
+    answer (or the failure) is in, and the slot stays taken for one window from then.
+    ``close()`` ends every wait with ``SessionClosedError``; ``aclose()`` does that too, then
+    frees what the limiter holds (slots given back after ``close()`` still count).
+    """
+
+    @property
+    def limit(self) -> RateLimit:
+        """The limit the limiter keeps."""
+        ...
+
+    @property
+    def waiting(self) -> int:
+        """Callers of this process waiting for a slot now."""
+        ...
+
+    async def acquire(self) -> object:
+        """Wait for a free slot and take it; pass what it returns to :meth:`release`."""
+        ...
+
+    def release(self, hold: object = None) -> None:
+        """Give back the slot of ``hold``: it frees one window from now."""
+        ...
+
+    def close(self) -> None:
+        """End every wait for a slot, now and later, with ``SessionClosedError``."""
+        ...
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then free what the limiter holds (connections, pending writes)."""
+        ...
 
 
 class RateLimiter:
@@ -61,7 +102,7 @@ class RateLimiter:
         return self._in_flight + len(self._released)
 
     async def acquire(self) -> None:
-        """Wait for a free slot and take it; pair with :meth:`release`."""
+        """Wait for a free slot and take it; pair with :meth:`release` (slots are all alike)."""
         self.waiting += 1
         try:
             await self._acquire()
@@ -72,6 +113,16 @@ class RateLimiter:
         """End every wait for a slot, now and later, with ``SessionClosedError``."""
         self._closed.set()
         self._release_event.set()
+
+    async def aclose(self) -> None:
+        """The same as :meth:`close` (nothing else to free): the :class:`Limiter` form."""
+        self.close()
+
+    def held(self) -> tuple[int, list[float]]:
+        """Slots in flight now, and the seconds left before each answered slot frees."""
+        now = self._clock()
+        self._prune(now)
+        return self._in_flight, [t + self.limit.window - now for t in self._released]
 
     async def _nap(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less if the limiter is closed meanwhile."""
@@ -101,7 +152,7 @@ class RateLimiter:
                     self._release_event.clear()
                     await self._release_event.wait()
 
-    def release(self) -> None:
+    def release(self, hold: object = None) -> None:
         """Give back a slot once the answer (or the failure) is in: it frees one window later."""
         self._in_flight -= 1
         self._released.append(self._clock())

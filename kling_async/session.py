@@ -14,8 +14,9 @@ from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 
 from .batch import BatchRun, JobItem, JobRunner, OnEvent, run_many
 from .client import KlingClient
+from .errors import ConfigurationError
 from .jobs import GenerationResult, Job, JobOutcome, MediaSource
-from .journal import Journal
+from .journal import BatchJournal, Journal
 from .models import (
     BackgroundSource,
     CharacterOrientation,
@@ -26,7 +27,27 @@ from .models import (
 from .rules import MODEL_NAME
 from .settings import DEFAULT_BASE_URL, DEFAULT_UPLOAD_BASE_URL
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_UPLOAD_BASE_URL", "KlingSession", "open_journal"]
+
+JournalSpec = str | os.PathLike[str] | BatchJournal
+
+
+def open_journal(spec: JournalSpec) -> BatchJournal:
+    """The journal ``spec`` names: a SQLite file, a ``redis://`` URL, or a journal object.
+
+    A ``redis://`` URL (with the ``redis`` extra) names a journal several workers share
+    (``?journal=NAME`` names the batch); a journal object is returned as it is.
+    """
+    if not isinstance(spec, str | os.PathLike):
+        return spec
+    text = os.fspath(spec)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis import RedisJournal  # only when asked for: redis is an extra
+        except ImportError as exc:
+            raise ConfigurationError(str(exc)) from None
+        return RedisJournal(text)
+    return Journal(text)
 
 
 class KlingSession(KlingClient):
@@ -91,7 +112,7 @@ class KlingSession(KlingClient):
         self,
         jobs: Iterable[JobItem] | AsyncIterable[JobItem],
         *,
-        journal: str | os.PathLike[str] | None = None,
+        journal: JournalSpec | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
         max_pending: int | None = None,
@@ -118,8 +139,9 @@ class KlingSession(KlingClient):
         defaults of jobs that leave theirs None (the model's default: kling-2.6/motion-control);
         a job of 2.6 given a background source ends with ``ConfigurationError``, unsent.
         With ``journal`` (a SQLite file path), a rerun after a crash or Ctrl-C resumes tasks
-        instead of creating them again. Use it as ``async with kling.generate_many(...) as
-        outcomes:`` to be able to leave early cleanly.
+        instead of creating them again; with a ``redis://`` URL (or a ``RedisJournal``), several
+        workers fed the same jobs split them, each job run by one. Use it as ``async with
+        kling.generate_many(...) as outcomes:`` to be able to leave early cleanly.
         """
         check_background_source(model, background_source)
         pending = max_pending or 2 * self.create_limit.max_requests
@@ -143,7 +165,7 @@ class KlingSession(KlingClient):
         self,
         jobs: Iterable[JobItem] | AsyncIterable[JobItem],
         *,
-        journal: str | os.PathLike[str] | None,
+        journal: JournalSpec | None,
         download_to: str | os.PathLike[str] | None,
         on_event: OnEvent | None,
         max_pending: int,
@@ -155,7 +177,7 @@ class KlingSession(KlingClient):
         background_source: BackgroundSource | None,
     ) -> AsyncGenerator[JobOutcome, None]:
         async with contextlib.AsyncExitStack() as stack:
-            book = await stack.enter_async_context(Journal(journal)) if journal else None
+            book = await stack.enter_async_context(open_journal(journal)) if journal else None
             runner = JobRunner(
                 self,
                 journal=book,

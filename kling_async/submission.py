@@ -24,7 +24,7 @@ from .errors import (
     SessionClosedError,
     SubmissionUnknownError,
 )
-from .ratelimit import RateLimiter
+from .ratelimit import Limiter
 from .retries import NOT_CREATED, create_outcome, create_surely_not_done
 from .wire import parse_task_id
 
@@ -84,7 +84,7 @@ class Submitter:
         self,
         call: Call,
         url: str,
-        limiter: RateLimiter,
+        limiter: Limiter,
         retrying: Retrying,
         *,
         on_created: Callable[[str], None],

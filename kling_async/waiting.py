@@ -29,7 +29,7 @@ from .errors import (
     TaskTimeoutError,
 )
 from .models import PollSchedule, Task, TaskState
-from .ratelimit import Clock, RateLimiter, Sleep
+from .ratelimit import Clock, Limiter, Sleep
 from .retries import is_no_news
 from .webhooks import WebhookReceiver
 
@@ -52,7 +52,7 @@ class TaskWaiter:
         *,
         poll: PollSchedule,
         fallback_poll: PollSchedule,
-        query_limiter: RateLimiter,
+        query_limiter: Limiter,
         clock: Clock,
         sleep: Sleep,
         rng: random.Random,

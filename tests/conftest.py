@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from aiohttp import web
 
 from kling_async import KlingSession
 from kling_async.simulator import Simulator, SimulatorConfig
+
+from .redis_server import RedisServer
 
 MEDIA = Path(__file__).parent / "media"
 # A time scale at which a whole 100 s task takes 0.5 s: fast, yet far above scheduling jitter.
@@ -50,6 +52,17 @@ async def make_sim() -> AsyncIterator[SimFactory]:
 async def sim(make_sim: SimFactory) -> Simulator:
     """A simulator with default settings at the fast time scale."""
     return await make_sim()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on an ephemeral 127.0.0.1 port, no persistence; stopped after."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

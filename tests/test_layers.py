@@ -34,6 +34,7 @@ LAYERS = {
     "waiting": 6,
     "submission": 6,
     "base": 6,
+    "redis": 6,
     "client": 7,
     "batch": 8,
     "session": 9,

@@ -33,7 +33,16 @@ from ..errors import (
     TaskFailedError,
 )
 from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource, ProgressGate
-from ..journal import CREATED, CREATING, FAILED, PENDING, SUCCEEDED, UNKNOWN, Journal, JournalRecord
+from ..journal import (
+    CREATED,
+    CREATING,
+    FAILED,
+    PENDING,
+    SUCCEEDED,
+    UNKNOWN,
+    BatchJournal,
+    JournalRecord,
+)
 from ..media import validate_image, validate_video
 from ..models import (
     BackgroundSource,
@@ -72,7 +81,7 @@ class JobRunner:
         self,
         session: KlingClient,
         *,
-        journal: Journal | None = None,
+        journal: BatchJournal | None = None,
         download_to: str | os.PathLike[str] | None = None,
         on_event: OnEvent | None = None,
         callback_url: str | None = None,
