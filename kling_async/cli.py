@@ -268,7 +268,7 @@ def _manifest(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                     row = json.loads(line)
                     if not isinstance(row, dict):
                         raise ConfigurationError(f"{path}:{number}: not a JSON object")
-                    yield number, {k: str(v) for k, v in row.items() if v is not None}
+                    yield number, {k: str(v) for k, v in row.items() if v not in (None, "")}
         else:
             for number, row in enumerate(csv.DictReader(fh), 2):
                 yield number, {k: v for k, v in row.items() if k and v}

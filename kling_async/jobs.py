@@ -58,6 +58,16 @@ def _background_source(inst: Job, _attribute: attrs.Attribute[Any], value: Any) 
     check_background_source(inst.model, value)
 
 
+def _check_source(name: str, value: object) -> None:
+    """A job's image or video must be a path, a URL or an uploaded file, never empty."""
+    if isinstance(value, UploadedFile):
+        return
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise ConfigurationError(
+            f"{name} must be a file path, an http(s) URL or an UploadedFile; got {value!r:.60}"
+        )
+
+
 @attrs.frozen
 class Job:
     """One clip to make: a character picture, a motion video and options.
@@ -68,8 +78,8 @@ class Job:
     kling-2.6/motion-control). ``mode`` may be spelled ``std``/``pro``; it holds ``720p``/``1080p``.
     """
 
-    image: MediaSource
-    video: MediaSource
+    image: MediaSource = attrs.field(validator=lambda _i, _a, v: _check_source("image", v))
+    video: MediaSource = attrs.field(validator=lambda _i, _a, v: _check_source("video", v))
     prompt: str | None = attrs.field(
         default=None, validator=optional_text("prompt", MAX_PROMPT_CHARS)
     )
@@ -117,11 +127,19 @@ class Job:
         ``base_dir``. Raises ``ConfigurationError`` naming the field that is missing, unknown
         or wrong, so a typo never makes a clip without its prompt.
         """
-        values = {
-            _ROW_ALIASES.get(name, name): value
-            for name, value in row.items()
-            if value is not None and value != ""
-        }
+        if not isinstance(row, Mapping):
+            raise ConfigurationError(f"a row must be a mapping of fields; got {type(row).__name__}")
+        values: dict[str, Any] = {}
+        for name, value in row.items():
+            if not isinstance(name, str):
+                # csv.DictReader files the cells of a row longer than its header under None.
+                raise ConfigurationError(f"the row has a cell without a column name: {value!r}")
+            if value is None or value == "":
+                continue
+            field = _ROW_ALIASES.get(name, name)
+            if field in values:
+                raise ConfigurationError(f"{field} is given twice (as {name!r} too)")
+            values[field] = value
         known = {field.name for field in attrs.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -495,23 +495,33 @@ async def test_rows_that_make_no_job_are_outcomes_and_the_batch_goes_on(
         {"image": image},  # no video, no key: named by its place in the batch
         {**good, "video": str(MEDIA / "missing.mp4"), "key": "missing"},
         {**good, "image": str(MEDIA / "animated.gif"), "key": "gif"},
+        {**good, None: "extra cell", "prmpt": "typo", "key": "csv-extra"},  # type: ignore[dict-item]
+        {**good, "image": [image], "key": "list-image"},
+        {**good, "orientation": "image", "character_orientation": "video", "key": "twice"},
+        42,  # not a row at all: the 10th item
         good,
     ]
     events: list[JobEvent] = []
     async with session_for(sim) as kling:
         outcomes = await collect(kling, rows, download_to=tmp_path, on_event=events.append)
     by_key = {o.job_key: o for o in outcomes}
-    assert set(by_key) == {"bad-mode", "long-prompt", "typo", "#4", "missing", "gif", "good"}
-    assert by_key["good"].ok
-    for key, words in {
+    refused = {
         "bad-mode": "mode must be one of",
         "long-prompt": "prompt has 3000 characters",
         "typo": "unknown field 'promt'",
         "#4": "video is missing",
-    }.items():
+        "csv-extra": "a cell without a column name: 'extra cell'",
+        "list-image": "image must be a file path",
+        "twice": "character_orientation is given twice",
+        "#10": "a row must be a mapping of fields; got int",
+    }
+    assert set(by_key) == set(refused) | {"missing", "gif", "good"}
+    assert by_key["good"].ok
+    for key, words in refused.items():
         outcome = by_key[key]
         assert isinstance(outcome.error, ConfigurationError) and words in str(outcome.error)
-        assert outcome.job is None and outcome.row is not None and outcome.task_id is None
+        assert outcome.job is None and outcome.task_id is None
+        assert (outcome.row is None) == (key == "#10")
     assert isinstance(by_key["missing"].error, MediaValidationError)
     assert by_key["missing"].error.rule == "unreadable"
     assert isinstance(by_key["gif"].error, MediaValidationError)

@@ -10,7 +10,7 @@ import collections
 import itertools
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -610,6 +610,39 @@ async def test_a_session_closed_under_an_endless_batch_stops_pulling_and_says_so
     # Every job taken from the iterable has its outcome; at most one more was taken after close.
     assert len(outcomes) == pulled and pulled <= 2 + sim.tasks_created[sim.api_key] + 2
     assert all(isinstance(o.error, SessionClosedError) for o in outcomes)
+
+
+async def test_a_session_closed_while_the_jobs_feed_waits_ends_the_batch(
+    make_sim: SimFactory,
+) -> None:
+    # A bot feeds its batch from a queue: the feed waits for work when the session closes.
+    sim = await make_sim(generating_seconds=1e6)
+    kling = session_for(sim)
+    feed: asyncio.Queue[Job] = asyncio.Queue()
+    feed_closed = asyncio.Event()
+
+    async def jobs() -> AsyncIterator[Job]:
+        try:
+            while True:
+                yield await feed.get()
+        finally:
+            feed_closed.set()
+
+    outcomes: list[JobOutcome] = []
+
+    async def batch() -> None:
+        async with kling.generate_many(jobs()) as results:
+            async for outcome in results:
+                outcomes.append(outcome)
+
+    async with kling:
+        running = asyncio.create_task(batch())
+        feed.put_nowait(Job(IMAGE, VIDEO, key="only"))
+        await eventually(lambda: sim.tasks_created[sim.api_key] == 1)
+    with pytest.raises(SessionClosedError, match="any jobs after only were not taken"):
+        await asyncio.wait_for(running, 30)  # never hangs on the waiting feed
+    assert [(o.job_key, type(o.error)) for o in outcomes] == [("only", SessionClosedError)]
+    assert feed_closed.is_set()  # the caller's generator was finished, not left to the GC
 
 
 async def test_a_caller_joining_an_upload_its_last_caller_left_still_gets_it(

@@ -131,7 +131,7 @@ async def test_a_batch_model_is_the_default_of_jobs_that_name_none(sim: Simulato
     async with session_for(sim) as kling:
         outcomes = await collect(kling, jobs, model=V30, background_source="input_video")
         [plain_2_6] = await collect(kling, [jobs[2]], model=V30)
-    done = {o.job.job_key: o for o in outcomes}
+    done = {o.job_key: o for o in outcomes}
     sent = {key: sim.tasks[o.task_id].body for key, o in done.items() if o.task_id}
     assert sent["batch-model"]["model"] == sent["own-source"]["model"] == V30
     assert sent["batch-model"]["input"]["background_source"] == "input_video"
@@ -142,6 +142,21 @@ async def test_a_batch_model_is_the_default_of_jobs_that_name_none(sim: Simulato
     assert isinstance(done["own-model"].error, ConfigurationError) and "own-model" not in sent
     assert plain_2_6.ok and sim.tasks[plain_2_6.task_id].body["model"] == V26  # type: ignore[index]
     assert sim.tasks_created[sim.api_key] == 3
+
+
+async def test_a_rerun_asking_another_model_never_gets_the_old_models_clip(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    journal = tmp_path / "batch.sqlite"
+    job = Job(IMAGE, SHORT, key="clip")
+    async with session_for(sim) as kling:
+        [first] = await collect(kling, [job], journal=journal)
+        [again] = await collect(kling, [job], journal=journal, model=V30)
+        [same] = await collect(kling, [job], journal=journal, model=V26)
+    assert first.ok and same.ok and same.task_id == first.task_id
+    assert isinstance(again.error, ConfigurationError)
+    assert f"sent to {V26}, but this run asks for {V30}" in str(again.error)
+    assert sim.tasks_created[sim.api_key] == 1
 
 
 async def test_background_source_on_2_6_is_refused_before_any_upload(sim: Simulator) -> None:
@@ -164,7 +179,7 @@ async def test_max_credits_uses_each_models_price(sim: Simulator) -> None:
     jobs += [Job(IMAGE, VIDEO, key="v3-1", model=V30)]
     async with session_for(sim) as kling:
         outcomes = await collect(kling, jobs, max_credits=440, max_pending=1)
-    refused = [o.job.job_key for o in outcomes if isinstance(o.error, CreditLimitError)]
+    refused = [o.job_key for o in outcomes if isinstance(o.error, CreditLimitError)]
     assert refused == ["v3-1"], [o.error for o in outcomes]
     spent = sum(o.result.task.credits_consumed or 0 for o in outcomes if o.result)
     assert spent == pytest.approx(200 + 110 + 110)
@@ -273,6 +288,12 @@ async def test_a_manifest_names_models_per_row_over_the_batch_flag(
     flags = ["--model", V30]
     code, text = await run("batch", str(manifest), "--dry-run", *flags, sim=sim)
     assert code == 0 and "2 jobs, about 380 credits" in text, text
+    # JSON Lines say "" where a CSV cell is empty: the batch's model too, never 2.6's by default.
+    lines = tmp_path / "jobs.jsonl"
+    row = {"image": str(IMAGE), "video": str(VIDEO), "key": "b", "mode": "720p", "model": ""}
+    lines.write_text(json.dumps(row) + "\n")
+    code, text = await run("batch", str(lines), "--dry-run", *flags, sim=sim)
+    assert code == 0 and "1 jobs, about 200 credits" in text, text
     broken = tmp_path / "broken.csv"
     broken.write_text(header + "\n".join([*rows, f"{IMAGE},{VIDEO},c,720p,{V26},input_video"]))
     code, text = await run("batch", str(broken), *flags, sim=sim)

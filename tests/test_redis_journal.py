@@ -145,7 +145,7 @@ async def test_a_batch_on_a_redis_journal_resumes_like_one_on_sqlite(
         outcomes = [o async for o in kling.generate_many(jobs, journal=url, download_to=tmp_path)]
         assert all(o.ok for o in outcomes)
         again = [o async for o in kling.generate_many(jobs, journal=url, download_to=tmp_path)]
-    assert sorted(o.job.job_key for o in again) == ["k0", "k1", "k2"]
+    assert sorted(o.job_key for o in again) == ["k0", "k1", "k2"]
     assert all(o.ok for o in again) and sim.tasks_created[sim.api_key] == 3
 
 

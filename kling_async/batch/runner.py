@@ -169,6 +169,8 @@ class JobRunner:
                 key, status=PENDING, task_id=None, state=None, error=None, fail_code=None
             )
             record = await self.journal.get(key) if self.journal is not None else None
+        if record is not None and record.status != PENDING:
+            self._same_model(job, record)
         if record is not None and record.status in (SUCCEEDED, FAILED, UNKNOWN, CREATING):
             if after_create is not None:
                 after_create()
@@ -220,6 +222,17 @@ class JobRunner:
         background_source = job.background_source or self.background_source
         check_background_source(model, background_source)
         return model, background_source
+
+    def _same_model(self, job: Job, record: JournalRecord) -> None:
+        """A job the journal holds as sent to one model is never handed back for another."""
+        made_with = record.model or MODEL_NAME  # journals before schema 4 knew only 2.6
+        asked, _ = self._options(job)
+        if made_with != asked:
+            raise ConfigurationError(
+                f"job {job.job_key}: the journal holds it as sent to {made_with}, but this run "
+                f"asks for {asked}; give the job a new key (or use another journal) to make it "
+                f"with {asked}"
+            )
 
     async def _settled(self, job: Job, record: JournalRecord) -> GenerationResult:
         """A job the journal says has ended (or may have been created): never create it again."""
