@@ -30,7 +30,9 @@ from .settings import (
     DEFAULT_UPLOAD_BASE_URL,
     DEFAULT_USER_AGENT,
     UPLOAD_BASE_URL_ENV,
+    check_api_key,
     check_base_url,
+    upload_base_url_for,
 )
 from .transport import HttpTransport
 from .wire import decode_answer
@@ -70,16 +72,17 @@ class BaseClient:
             raise ConfigurationError("max_retries must be >= 0 and request_timeout > 0")
         if not user_agent or not user_agent.isprintable() or not user_agent.isascii():
             raise ConfigurationError("user_agent must be printable ASCII text")
-        self.__api_key = key.strip()
+        self.__api_key = check_api_key(key)
         self.user_agent = user_agent
         # Unset: the environment (to point a program at a simulator), else the real hosts.
         from_env = os.environ.get(BASE_URL_ENV)
         base_url = base_url or from_env or DEFAULT_BASE_URL
-        # A simulator serves both hosts on one address: KIE_BASE_URL alone points at both.
+        # A simulator serves both hosts on one address: KIE_BASE_URL alone points at both
+        # (unless it names the real API host, whose uploads go to the real upload host).
         upload_base_url = (
             upload_base_url
             or os.environ.get(UPLOAD_BASE_URL_ENV)
-            or from_env
+            or (upload_base_url_for(from_env) if from_env else None)
             or DEFAULT_UPLOAD_BASE_URL
         )
         self.base_url = check_base_url("base_url", base_url, allow_insecure_http)

@@ -30,8 +30,10 @@ __all__ = [
     "UPLOAD_BASE_URL_ENV",
     "URL_UPLOAD_PATH",
     "VIDEO_UPLOAD_PATH",
+    "check_api_key",
     "check_base_url",
     "is_loopback",
+    "upload_base_url_for",
 ]
 
 DEFAULT_BASE_URL = "https://api.kie.ai"
@@ -84,3 +86,33 @@ def check_base_url(name: str, url: str, allow_insecure_http: bool) -> str:
             "a loopback address, or pass allow_insecure_http=True."
         )
     return url.rstrip("/")
+
+
+def upload_base_url_for(base_url: str) -> str:
+    """The upload host that goes with ``base_url``: the real one for the real API host, else itself.
+
+    A simulator serves both hosts on one address, so a base URL of its own points uploads there
+    too; the real API host (``https://api.kie.ai``) never takes uploads (kie-api.md section 3).
+    """
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == urlsplit(DEFAULT_BASE_URL).hostname:
+        return DEFAULT_UPLOAD_BASE_URL
+    return base_url
+
+
+def check_api_key(key: str) -> str:
+    """``key`` without surrounding whitespace if a header can carry it, else ``ConfigurationError``.
+
+    The error never shows the key: it says what is wrong with it (a pasted ``Bearer`` prefix, a
+    line break or another character a header cannot carry).
+    """
+    key = key.strip()
+    if key[:7].lower() == "bearer ":
+        raise ConfigurationError(
+            "the API key starts with 'Bearer ': give the key alone (the client adds 'Bearer ')"
+        )
+    if any(c.isspace() or not c.isprintable() for c in key):
+        raise ConfigurationError("the API key has a control character or whitespace inside")
+    if not key.isascii():
+        raise ConfigurationError("the API key has a character that is not ASCII")
+    return key
