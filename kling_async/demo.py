@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -23,12 +24,19 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 SCENES = ("a neon-lit street at night", "a sunny park", "a rooftop at dawn", "a snowy forest")
 
 
-async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> list[Path]:
-    """Run the demo batch; return the downloaded files."""
+async def run_demo(
+    output: Path, clips: int = 4, time_scale: float = 0.02, *, as_json: bool = False
+) -> list[Path]:
+    """Run the demo batch; return the downloaded files.
+
+    With ``as_json``, it prints one JSON object per finished clip and one for the summary
+    instead of a line per step.
+    """
     start = time.monotonic()
 
     def say(text: str) -> None:
-        print(f"[{time.monotonic() - start:6.2f} s] {text}", flush=True)
+        if not as_json:
+            print(f"[{time.monotonic() - start:6.2f} s] {text}", flush=True)
 
     def on_event(event: JobEvent) -> None:
         name = event.job_key
@@ -66,9 +74,19 @@ async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> li
                     files.extend(outcome.result.files)
                 else:
                     failed += 1
+                if as_json:
+                    saved = [str(f) for f in outcome.result.files] if outcome.result else []
+                    error = None if outcome.ok else str(outcome.error)
+                    fields = {"key": outcome.job_key, "task_id": outcome.task_id}
+                    print(json.dumps({**fields, "files": saved, "error": error}), flush=True)
             spent = credits_before - await kling.get_credits()
             uploads = kling.uploads_sent
     elapsed = time.monotonic() - start
+    if as_json:
+        summary = {"clips": len(files), "failed": failed, "seconds": round(elapsed, 2)}
+        summary |= {"credits": spent, "uploads": uploads}
+        print(json.dumps({**summary, "output": str(output)}), flush=True)
+        return files
     print(
         f"\n{len(files)} clips ({failed} failed) in {elapsed:.1f} s, i.e. "
         f"{elapsed / time_scale / 60:.1f} min of service time; {spent:g} credits; "
@@ -77,13 +95,14 @@ async def run_demo(output: Path, clips: int = 4, time_scale: float = 0.02) -> li
     return files
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m kling_async.demo``."""
-    parser = argparse.ArgumentParser(prog="python -m kling_async.demo", description=__doc__)
+def main(argv: list[str] | None = None, prog: str = "python -m kling_async.demo") -> None:
+    """Entry point of ``python -m kling_async.demo`` (``prog`` names it in ``--help``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--output", type=Path, default=Path("demo-output"))
     parser.add_argument("--clips", type=int, default=4)
+    parser.add_argument("--json", action="store_true", help="one JSON object per clip")
     args = parser.parse_args(argv)
-    asyncio.run(run_demo(args.output, args.clips))
+    asyncio.run(run_demo(args.output, args.clips, as_json=args.json))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 
 from . import LIBRARY_USER_AGENTS, Simulator, SimulatorConfig
 from ._rules import RateWindow
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kling_async.simulator", description=__doc__)
+def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument(
@@ -41,6 +42,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--create-limit", type=int, default=20, help="createTask per 10 s")
     parser.add_argument("--query-limit", type=int, default=10, help="recordInfo per second")
+    parser.add_argument(
+        "--json", action="store_true", help="print what it serves as one JSON object instead"
+    )
     return parser.parse_args(argv)
 
 
@@ -68,22 +72,37 @@ async def _run(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with sim:
         # The key is the simulator's own, printed so a developer can point a client at it.
-        print(f"kie.ai simulator: base_url={sim.base_url} upload_base_url={sim.upload_base_url}")
-        print(f"api key: {sim.api_key}  webhook hmac key: {sim.webhook_hmac_key}")
-        print(f"time scale: {sim.time_scale:g} (a 100 s task takes {sim.scaled(100):g} s)")
-        upload = f" KIE_UPLOAD_BASE_URL={sim.upload_base_url}" if args.upload_port else ""
-        print(
-            f"use it: KIE_BASE_URL={sim.base_url}{upload} KIE_API_KEY={sim.api_key} "
-            f'python your_program.py, or Simulator.connect("{sim.base_url}") in Python',
-            flush=True,
-        )
+        if args.json:
+            facts = {
+                "base_url": sim.base_url,
+                "upload_base_url": sim.upload_base_url,
+                "api_key": sim.api_key,
+                "webhook_hmac_key": sim.webhook_hmac_key,
+                "time_scale": sim.time_scale,
+            }
+            print(json.dumps(facts), flush=True)
+        else:
+            _banner(sim, bool(args.upload_port))
         await stop.wait()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the simulator command."""
+def _banner(sim: Simulator, split: bool) -> None:
+    print(f"kie.ai simulator: base_url={sim.base_url} upload_base_url={sim.upload_base_url}")
+    print(f"api key: {sim.api_key}  webhook hmac key: {sim.webhook_hmac_key}")
+    print(f"time scale: {sim.time_scale:g} (a 100 s task takes {sim.scaled(100):g} s)")
+    upload = f" KIE_UPLOAD_BASE_URL={sim.upload_base_url}" if split else ""
+    print(
+        f"use it: KIE_BASE_URL={sim.base_url}{upload} KIE_API_KEY={sim.api_key} "
+        f'python your_program.py, or Simulator.connect("{sim.base_url}") in Python',
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m kling_async.simulator") -> None:
+    """Entry point of the simulator command (``prog`` names it in ``--help``)."""
+    args = _parse(argv, prog)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run(_parse(argv)))
+        asyncio.run(_run(args))
 
 
 if __name__ == "__main__":
