@@ -10,33 +10,12 @@ from pathlib import Path
 
 from kling_async.simulator import Simulator
 
+from .cli_run import OUTPUTS, assert_no_key_was_printed, cli
+from .cli_run import manifest as _manifest
 from .conftest import MEDIA, SimFactory
 
 IMAGE = MEDIA / "portrait.png"
 VIDEO = MEDIA / "d10.0.mp4"
-OUTPUTS: list[str] = []
-
-
-async def cli(*args: str, sim: Simulator | None = None, key: str | None = None) -> tuple[int, str]:
-    """Run ``python -m kling_async ARGS``; return its exit code and stdout + stderr."""
-    env = {k: v for k, v in os.environ.items() if k != "KIE_API_KEY"}
-    if key is not None or sim is not None:
-        env["KIE_API_KEY"] = key if key is not None else sim.api_key  # type: ignore[union-attr]
-    where = ["--base-url", sim.base_url] if sim is not None else []
-    command = [sys.executable, "-m", "kling_async", *args]
-    if sim is not None and args and args[0] in ("credits", "status", "wait", "generate", "batch"):
-        command += where
-    proc = await asyncio.create_subprocess_exec(
-        *command,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    text = out.decode()
-    OUTPUTS.append(text)
-    assert proc.returncode is not None
-    return proc.returncode, text
 
 
 async def test_validate_reports_each_file_and_the_rule_it_breaks(tmp_path: Path) -> None:
@@ -99,11 +78,6 @@ async def test_generate_saves_the_clip(make_sim: SimFactory, tmp_path: Path) -> 
     assert done["task_id"] in sim.tasks and Path(done["files"][0]).exists()
 
 
-def _manifest(path: Path, rows: list[str]) -> Path:
-    path.write_text("image,video,prompt,key,mode\n" + "\n".join(rows) + "\n")
-    return path
-
-
 async def test_batch_dry_run_bad_rows_budget_and_resume(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
@@ -142,7 +116,9 @@ async def test_unknown_and_release(make_sim: SimFactory, tmp_path: Path) -> None
     manifest = _manifest(tmp_path / "jobs.csv", [f"{IMAGE},{VIDEO},lost,lost-1,720p"])
     journal = tmp_path / "batch.sqlite"
     code, text = await cli("batch", str(manifest), "--journal", str(journal), sim=sim)
-    assert code == 1 and "kling-async release" in text
+    # The advice is the command line's, naming this journal and this job; not Python's.
+    assert code == 1 and f"`kling-async release {journal} lost-1`" in text, text
+    assert "python -m" not in text and "release_jobs" not in text
     code, text = await cli("unknown", str(journal))
     assert code == 0 and text.split() == ["lost-1"]
     code, text = await cli("release", str(journal), "lost-1")
@@ -197,6 +173,7 @@ async def test_ctrl_c_during_a_batch_says_how_to_resume(
     text = out.decode()
     OUTPUTS.append(text)
     assert proc.returncode == 130 and "run the same command again to resume" in text
+    assert f"the journal {journal} keeps every task created" in text
     assert "Traceback" not in text
     code, text = await cli("batch", str(manifest), "--journal", str(journal), sim=sim)
     assert code == 0, text
@@ -205,5 +182,4 @@ async def test_ctrl_c_during_a_batch_says_how_to_resume(
 
 def test_no_output_ever_showed_the_key() -> None:
     # Runs last in this file: every output the commands above printed.
-    assert OUTPUTS, "the other tests of this file ran first"
-    assert all("sk-sim-0123456789abcdef" not in text for text in OUTPUTS)
+    assert_no_key_was_printed()
