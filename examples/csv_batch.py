@@ -12,8 +12,8 @@ manifest), and optionally ``prompt``, ``orientation`` (``video`` or ``image``), 
 
 Every step is written to a journal (``jobs.csv.journal.sqlite`` by default), so a second run
 skips the clips already made, waits on the tasks already created and never pays for a clip
-twice, even after a crash or Ctrl-C. A progress bar (``rich``) counts finished jobs and shows
-how many are at each step; a summary follows.
+twice, even after a crash or Ctrl-C. On a terminal, a progress bar (``rich``) counts finished
+jobs and shows how many are at each step; a summary follows.
 
 Configuration comes from the environment: ``KIE_API_KEY`` (required) and ``KIE_BASE_URL`` (to
 point it at a simulator: ``python -m kling_async.simulator --time-scale 0.01`` prints both).
@@ -184,7 +184,8 @@ async def run_batch(
         TimeElapsedColumn(),
         TextColumn("{task.fields[steps]}"),
     )
-    with Progress(*columns, console=console) as progress:
+    # A bar only on a terminal: redirected to a file or a pipe, stderr gets no redraws.
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         tracker = BatchProgress(progress, len(jobs))
         async with KlingSession() as kling:  # reads KIE_API_KEY and KIE_BASE_URL
             batch = kling.generate_many(

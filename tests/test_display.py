@@ -139,11 +139,13 @@ async def test_one_clip_shows_its_transfers_and_its_tasks_state(
 # -- the command line on a terminal --------------------------------------------------------------
 
 
-async def run_on_a_terminal(*command: str, env: dict[str, str]) -> tuple[int, str, str]:
+async def run_on_a_terminal(
+    *command: str, env: dict[str, str], cwd: Path | None = None
+) -> tuple[int, str, str]:
     """Run a command with a pseudo-terminal as stderr; return its code, stdout and terminal."""
     master, slave = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=slave
+        *command, env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=slave
     )
     os.close(slave)
 

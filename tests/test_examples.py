@@ -24,6 +24,7 @@ from kling_async import inspect_video
 from kling_async.simulator import Simulator
 
 from .conftest import MEDIA, SimFactory, eventually, session_for
+from .test_display import run_on_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -107,20 +108,27 @@ async def test_csv_batch_makes_the_clips_shows_the_bar_and_resumes(
     assert made == ["fox-long.mp4", "fox-neon.mp4", "fox-rain.mp4"]
     assert all(is_mp4(clips / name) for name in made)
     assert sim.tasks_created[sim.api_key] == 3
-    assert "4/4" in err, err  # the bar reached its end
+    assert "4/4" not in err and "━" not in err, err  # stderr is a pipe: no bar drawn on it
     assert "3 of 4 clips made (0 already done before, 0 resumed), 1 failed" in out, out
     assert "too-short: d2.9.mp4 breaks the rule min-duration" in out, out
     assert (tmp_path / "jobs.csv.journal.sqlite").exists()
 
-    # Run again: the journal says what is done; nothing is created (or paid for) twice.
-    code, out2, err2 = await run_example(
-        "csv_batch.py", manifest, "--out", clips, sim=sim, cwd=tmp_path
+    # Run again, on a terminal this time: the journal says what is done; nothing is created
+    # (or paid for) twice; the bar is drawn.
+    code, out2, err2 = await run_on_a_terminal(
+        sys.executable,
+        str(EXAMPLES / "csv_batch.py"),
+        str(manifest),
+        "--out",
+        str(clips),
+        env={**env_for(sim), "TERM": "xterm"},
+        cwd=tmp_path,
     )
     assert code == 1, (out2, err2)
     assert sim.tasks_created[sim.api_key] == 3
     assert "3 of 4 clips made (3 already done before, 0 resumed), 1 failed" in out2, out2
     assert "0 credits for the clips finished now" in out2
-    assert "4/4" in err2
+    assert "4/4" in err2, err2  # the bar reached its end
     assert sim.api_key not in out + err + out2 + err2
 
 
