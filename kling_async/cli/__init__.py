@@ -65,7 +65,10 @@ def _interrupted(run: Run) -> str:
             f"TASK_ID --out {out_dir}` waits for it and saves the clip"
         )
     if command == "wait":
-        return f"interrupted; the task goes on: `kling-async wait {run.args.task_id}` waits again"
+        out = f" --out {run.args.out}" if run.args.out else ""
+        return (
+            f"interrupted; the task goes on: `kling-async wait {run.args.task_id}{out}` waits again"
+        )
     return "interrupted"
 
 

@@ -23,6 +23,7 @@ from ..errors import (
     EdgeBlockedError,
     InsufficientCreditsError,
     NotFoundError,
+    ProtocolError,
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
@@ -177,6 +178,8 @@ def describe(exc: BaseException, run: Run | None = None, *, key: str | None = No
         return f"kie.ai says the account has too few credits ({exc.code}): {exc.message}"
     if isinstance(exc, RateLimitError | ServiceUnavailableError | ServerError):
         return f"kie.ai could not take the request now ({exc.code}): {exc.message}"
+    if isinstance(exc, ProtocolError):
+        return f"kie.ai's answer could not be read: {exc.message}"
     if isinstance(exc, NotFoundError):
         return (
             f"kie.ai answered {exc.code} ({exc.message}) to {exc.endpoint or 'a request'}: "
