@@ -29,7 +29,7 @@ from kling_async.journal import SCHEMA_VERSION, Journal
 from kling_async.simulator import Simulator, SimulatorConfig
 
 from .conftest import MEDIA, Receiver, SimFactory, eventually, media_urls, session_for
-from .test_cli import cli
+from .cli_run import cli
 
 V26, V30 = "kling-2.6/motion-control", "kling-3.0/motion-control"
 IMAGE, VIDEO = MEDIA / "portrait.png", MEDIA / "d10.0.mp4"
@@ -293,7 +293,7 @@ async def test_a_manifest_names_models_per_row_over_the_batch_flag(
     row = {"image": str(IMAGE), "video": str(VIDEO), "key": "b", "mode": "720p", "model": ""}
     lines.write_text(json.dumps(row) + "\n")
     code, text = await run("batch", str(lines), "--dry-run", *flags, sim=sim)
-    assert code == 0 and "1 jobs, about 200 credits" in text, text
+    assert code == 0 and "1 job, about 200 credits" in text, text
     broken = tmp_path / "broken.csv"
     broken.write_text(header + "\n".join([*rows, f"{IMAGE},{VIDEO},c,720p,{V26},input_video"]))
     code, text = await run("batch", str(broken), *flags, sim=sim)
