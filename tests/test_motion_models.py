@@ -28,8 +28,8 @@ from kling_async import (
 from kling_async.journal import SCHEMA_VERSION, Journal
 from kling_async.simulator import Simulator, SimulatorConfig
 
-from .conftest import MEDIA, Receiver, SimFactory, eventually, media_urls, session_for
 from .cli_run import cli
+from .conftest import MEDIA, Receiver, SimFactory, eventually, media_urls, session_for
 
 V26, V30 = "kling-2.6/motion-control", "kling-3.0/motion-control"
 IMAGE, VIDEO = MEDIA / "portrait.png", MEDIA / "d10.0.mp4"
