@@ -14,9 +14,9 @@ from kling_async import Job, JournalError
 from kling_async.journal import BUSY, CLAIMED, CREATING, DONE, PENDING, UNKNOWN, JournalRecord
 from kling_async.redis import RedisJournal
 
+from .cli_run import cli
 from .conftest import MEDIA, SimFactory, session_for
 from .redis_server import RedisServer
-from .test_cli import cli
 
 
 async def test_a_record_reads_back_as_written(redis_server: RedisServer) -> None:
@@ -170,6 +170,6 @@ async def test_the_cli_runs_lists_and_releases_a_redis_journal(
         "c2",
     ]
     code, text = await cli("unknown", url)
-    assert code == 0 and text.strip() == ""
+    assert code == 0 and text.strip() == f"no unknown jobs in {url}"
     code, text = await cli("release", url, "c0")
     assert code == 1 and "not released" in text
