@@ -94,6 +94,7 @@ class JobsDisplay:
         self._tasks: dict[str, TaskID] = {}
         self._steps: dict[str, str] = {}
         self._outcomes: list[JobOutcome] = []
+        self._earlier: set[str] = set()  # jobs whose task an earlier run created
         self._describe_batch()
 
     @classmethod
@@ -122,6 +123,8 @@ class JobsDisplay:
             self._forget((_MOVED[event.kind], event.path))
         if event.kind in (JobEventKind.CREATED, JobEventKind.RESUMED, JobEventKind.STATE_CHANGED):
             self._task(event)
+        if event.kind in (JobEventKind.SKIPPED, JobEventKind.RESUMED):
+            self._earlier.add(event.job_key)
         step = _STEPS.get(event.kind)
         if event.kind is JobEventKind.STATE_CHANGED and event.task is not None:
             step = event.task.state.value
@@ -165,10 +168,12 @@ class JobsDisplay:
                 f"`kling-async release {journal or 'JOURNAL'} KEY...` and run the batch again\n"
                 + _keys(unknown),
             )
-        spent = sum(
-            o.result.task.credits_consumed or 0 for o in self._outcomes if o.result is not None
-        )
-        table.add_row("credits used", f"{spent:g}", f"${spent * DOLLARS_PER_CREDIT:.2f}")
+        spent = sum(o.credits or 0 for o in self._outcomes if o.job_key not in self._earlier)
+        table.add_row("credits used now", f"{spent:g}", f"${spent * DOLLARS_PER_CREDIT:.2f}")
+        if self._earlier:
+            # A resumed batch: what earlier runs spent is not this run's spend.
+            before = sum(o.credits or 0 for o in self._outcomes if o.job_key in self._earlier)
+            table.add_row("by earlier runs", f"{before:g}", f"${before * DOLLARS_PER_CREDIT:.2f}")
         table.add_row("elapsed", _duration(self._clock() - self._started), "")
         return table
 

@@ -87,7 +87,7 @@ async def test_a_batch_shows_one_bar_its_bytes_and_a_summary(
     assert failed[1] == "1" and "max_credits=250" in table
     spent = sum(o.result.task.credits_consumed or 0 for o in outcomes if o.result is not None)
     dollars = f"${spent * DOLLARS_PER_CREDIT:.2f}"
-    assert spent > 0 and row(table, "credits used")[1:] == [f"{spent:g}", dollars]
+    assert spent > 0 and row(table, "credits used now")[1:] == [f"{spent:g}", dollars]
     now[0] += 3723
     assert row(text_of(display), "elapsed")[1] == "1:02:03"
     assert "unknown" not in table
@@ -115,7 +115,27 @@ async def test_the_summary_says_why_jobs_failed_and_what_to_do_with_unknown_ones
     assert row(table, "unknown")[1] == str(len(lost))
     assert "kling-async release batch.sqlite KEY" in table
     assert all(key in table for key in lost[:5])
-    assert row(table, "credits used")[1] == "0"
+    assert row(table, "credits used now")[1] == "0"
+
+
+async def test_a_resumed_batch_tells_its_own_spend_from_earlier_runs(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    jobs = [Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key=f"job{n}") for n in range(2)]
+    journal = tmp_path / "batch.sqlite"
+    displays = []
+    async with session_for(sim) as kling:
+        for _ in range(2):
+            display = JobsDisplay(fake_terminal()[0], jobs=2, auto_refresh=False)
+            async with kling.generate_many(jobs, journal=journal, on_event=display.on_event) as run:
+                async for outcome in run:
+                    display.finished(outcome)
+            displays.append(text_of(display))
+    first, again = displays
+    spent = row(first, "credits used now")[1]
+    assert float(spent) > 0 and "by earlier runs" not in first
+    assert row(again, "credits used now")[1] == "0" and row(again, "by earlier runs")[1] == spent
+    assert sim.tasks_created[sim.api_key] == 2
 
 
 async def test_one_clip_shows_its_transfers_and_its_tasks_state(
