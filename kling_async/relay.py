@@ -133,8 +133,9 @@ class ProgressRelay:
             if not caught.done() and not task.done():
                 done, total = self._latest
                 log.warning(
-                    "on_progress did not return within %g s; it is cancelled and the last "
-                    "reports of this transfer (up to %d of %s bytes) are not delivered",
+                    "a progress handler (on_progress, or on_event on a transfer) did not return "
+                    "within %g s; it is cancelled and the last reports of this transfer (up to "
+                    "%d of %s bytes) are not delivered",
                     self._timeout,
                     done,
                     total,

@@ -463,3 +463,40 @@ async def test_an_on_event_returning_a_future_is_awaited(
     assert len(failed) == seen.count(JobEventKind.VALIDATED) > 0
     assert all("(validated)" in r.getMessage() and r.exc_info for r in failed)
     assert JobEventKind.CREATED in seen
+
+
+async def test_a_hung_on_event_never_hangs_a_download_of_unknown_length(
+    sim: Simulator, tmp_path: Path, chunked_clip: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = tmp_path / "batch.sqlite"
+    async with Journal(journal) as book:  # a job done before, whose file is not here any more
+        await book.update("done", status="succeeded", task_id="t1", result_urls=[chunked_clip])
+    heard: list[JobEvent] = []
+    cancelled: list[int | None] = []
+
+    async def on_event(event: JobEvent) -> None:
+        heard.append(event)
+        if event.kind is JobEventKind.DOWNLOADING:  # a progress message that never sends
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(event.bytes)
+                raise
+
+    caplog.set_level(logging.WARNING, logger="kling_async")
+    job = Job(MEDIA / "portrait.png", MEDIA / "d3.0.mp4", key="done")
+    async with asyncio.timeout(60), session_for(sim, request_timeout=0.5) as kling:
+        [outcome] = [
+            o
+            async for o in kling.generate_many(
+                [job], journal=journal, download_to=tmp_path / "out", on_event=on_event
+            )
+        ]
+    assert outcome.ok and outcome.result is not None
+    [clip] = outcome.result.files
+    # Its first report hung and was given up; so was the end, said after the download.
+    assert cancelled == [0, clip.stat().st_size]
+    kinds = [e.kind for e in heard]
+    assert JobEventKind.DOWNLOADING not in kinds[kinds.index(JobEventKind.DOWNLOADED) :]
+    given_up = [r for r in caplog.records if "did not return within 0.5 s" in r.getMessage()]
+    assert len(given_up) == 2

@@ -8,6 +8,7 @@ a :class:`~kling_async.jobs.ProgressGate`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -90,10 +91,26 @@ class TransferEvents:
         if self._gate.admit(done, total, self._reporter._clock()):
             await self._send(done, total)
 
-    async def settle(self, size: int) -> None:
-        """The transfer ended at ``size`` bytes: say so if no event did (no Content-Length)."""
-        if self._reporter.on_event is not None and self._gate.settle(size, self._reporter._clock()):
-            await self._send(size, self._gate.total)
+    async def settle(self, size: int, *, timeout: float) -> None:
+        """The transfer ended at ``size`` bytes: say so if no event did (no Content-Length).
+
+        As with a relay's last report, a handler that takes longer than ``timeout`` over it is
+        cancelled and logged: a hung progress handler never hangs the job.
+        """
+        if self._reporter.on_event is None or not self._gate.settle(size, self._reporter._clock()):
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._send(size, self._gate.total)
+        except TimeoutError:
+            log.warning(
+                "on_event did not return within %g s for job %s (%s at %d bytes); it is "
+                "cancelled and the job goes on",
+                timeout,
+                self._key,
+                self._kind.value,
+                size,
+            )
 
     async def _send(self, done: int, total: int | None) -> None:
         event = JobEvent(

@@ -515,7 +515,7 @@ class JobRunner(EventReporter):
             files.append(path)
             size = (await asyncio.to_thread(path.stat)).st_size
             # Without a Content-Length, no report was known to be the last: say it now.
-            await moving.settle(size)
+            await moving.settle(size, timeout=self.session.request_timeout)
             await self.emit(
                 JobEventKind.DOWNLOADED, key, task_id=task.task_id, path=path, bytes=size
             )
