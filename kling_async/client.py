@@ -36,6 +36,7 @@ from .models import (
     is_http_url,
 )
 from .ratelimit import Clock, Limiter, RateLimiter, Sleep
+from .relay import OnProgress, ProgressRelay
 from .retries import is_transient
 from .settings import (
     DEFAULT_CREATE_LIMIT,
@@ -50,7 +51,6 @@ from .settings import (
     VIDEO_UPLOAD_PATH,
 )
 from .submission import Submission, Submitter
-from .transport import OnProgress
 from .uploads import Uploader
 from .waiting import OnUpdate, TaskWaiter
 from .webhooks import WebhookReceiver
@@ -403,7 +403,9 @@ class KlingClient(BaseClient):
         """Check an image against the service's rules (headers only), then stream it up.
 
         ``on_progress(bytes sent, size)`` (plain or async; its errors are logged) hears the
-        upload, from 0; callers sharing one upload of the same content all hear it.
+        upload, from 0; callers sharing one upload of the same content all hear it, a late one
+        from where it stands, and a reused upload reports nothing. It never holds the upload up:
+        a slow one hears fewer reports, always the last one before this returns.
         """
         path = Path(path)
         await asyncio.to_thread(validate_image, path)
@@ -467,7 +469,9 @@ class KlingClient(BaseClient):
         ``min_transfer_rate`` (after ``request_timeout`` of grace) is ended. The request never
         carries the API key: result files live on other hosts. ``on_progress(bytes written,
         Content-Length or None)`` (plain or async; its errors are logged) hears the transfer, from
-        0; a retried transfer starts again from 0.
+        0; a retried transfer starts again from 0. It never holds the transfer up: a slow one
+        hears fewer reports, always the last one before this returns (one that takes longer than
+        ``request_timeout`` then is given up).
         """
         task_id = url_or_task.task_id if isinstance(url_or_task, Task) else None
         try:
@@ -480,15 +484,17 @@ class KlingClient(BaseClient):
             if not is_http_url(url):
                 raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
             target = await asyncio.to_thread(choose_destination, url, dest, overwrite=overwrite)
-            await self._fetch_file(
-                url,
-                target,
-                accept=check_video,
-                on_progress=on_progress,
-                headers={"User-Agent": self.user_agent},
-                grace=self.request_timeout,
-                min_rate=self.min_transfer_rate,
-            )
+            # The download only offers its progress; this caller's relay runs the callback.
+            async with ProgressRelay(on_progress, timeout=self.request_timeout) as relay:
+                await self._fetch_file(
+                    url,
+                    target,
+                    accept=check_video,
+                    on_progress=relay.offer,
+                    headers={"User-Agent": self.user_agent},
+                    grace=self.request_timeout,
+                    min_rate=self.min_transfer_rate,
+                )
         except KlingError as exc:
             exc.task_id = exc.task_id or task_id
             raise

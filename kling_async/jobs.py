@@ -169,7 +169,9 @@ class JobEventKind(enum.Enum):
     """The steps a job reports.
 
     ``UPLOADING`` and ``DOWNLOADING`` come repeatedly while a file moves (``bytes`` so far of
-    ``total``), throttled (about ten a second, 1% steps, the last one always sent);
+    ``total``), throttled (about ten a second, 1% steps, the last one always sent, before the
+    ``UPLOADED``/``DOWNLOADED``); from 0, or where a shared upload stood when the job joined it,
+    and none for a file reused;
     ``STATE_CHANGED`` carries the ``task``.
     """
 

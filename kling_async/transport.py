@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import io
 import logging
 import ssl
@@ -36,6 +35,7 @@ from .errors import (
     TransportError,
     api_error_for,
 )
+from .relay import Meter
 from .settings import DEFAULT_MIN_TRANSFER_RATE
 from .wire import MAX_ANSWER_BYTES
 
@@ -45,30 +45,12 @@ __all__ = [
     "HttpTransport",
     "map_client_error",
     "multipart_form",
-    "notify_progress",
 ]
 
 log = logging.getLogger("kling_async")
 
 _CHUNK = 256 * 1024
 _FILE_CHUNK = 1024 * 1024
-#: ``(bytes so far, total or None)``, the one progress signature of the library (plain or async).
-OnProgress = Callable[[int, int | None], Any]
-
-
-async def notify_progress(on_progress: OnProgress | None, done: int, total: int | None) -> None:
-    """Tell ``on_progress`` (plain or async) how far a transfer is; an error it raises is logged.
-
-    A progress callback never breaks the transfer it watches.
-    """
-    if on_progress is None:
-        return
-    try:
-        result = on_progress(done, total)
-        if inspect.isawaitable(result):
-            await result
-    except Exception:
-        log.exception("on_progress raised at %d of %s bytes; the transfer goes on", done, total)
 
 
 async def _read_capped(answer: aiohttp.ClientResponse, what: str) -> bytes:
@@ -133,7 +115,11 @@ async def _open_for_reading(path: Path) -> Any:
 
 
 class FilePayload(Payload):
-    """A file streamed from disk with aiofiles, with a known size and progress reports."""
+    """A file streamed from disk with aiofiles, with a known size and progress reports.
+
+    Progress goes to a :data:`~kling_async.relay.Meter`: a plain call that returns at once, so
+    no caller's callback ever runs inside the transfer (it is relayed, see ``relay``).
+    """
 
     def __init__(
         self,
@@ -142,7 +128,7 @@ class FilePayload(Payload):
         *,
         content_type: str,
         filename: str,
-        on_progress: OnProgress | None = None,
+        on_progress: Meter | None = None,
     ) -> None:
         super().__init__(path, content_type=content_type, filename=filename)
         self._path = path
@@ -161,14 +147,16 @@ class FilePayload(Payload):
         fh = await _open_for_reading(self._path)
         try:
             # From 0: a watcher learns the size (and that this attempt started) before a chunk.
-            await notify_progress(self._on_progress, 0, total)
+            if self._on_progress is not None:
+                self._on_progress(0, total)
             while sent < total:
                 chunk = await fh.read(min(_FILE_CHUNK, total - sent))
                 if not chunk:
                     raise OSError(f"{self._path} shrank while being uploaded")
                 await writer.write(chunk)
                 sent += len(chunk)
-                await notify_progress(self._on_progress, sent, total)
+                if self._on_progress is not None:
+                    self._on_progress(sent, total)
         finally:
             await asyncio.shield(fh.close())
 
@@ -187,7 +175,7 @@ class FilePart:
     size: int
     filename: str
     content_type: str
-    on_progress: OnProgress | None = None
+    on_progress: Meter | None = None
 
 
 def multipart_form(fields: Mapping[str, str], file_field: str, part: FilePart) -> Callable[[], Any]:
@@ -289,7 +277,7 @@ class HttpTransport:
         target: Path,
         *,
         accept: Callable[[str, bytes], None],
-        on_progress: OnProgress | None = None,
+        on_progress: Meter | None = None,
         headers: Mapping[str, str] | None = None,
         grace: float = 30.0,
         min_rate: float = DEFAULT_MIN_TRANSFER_RATE,
@@ -297,8 +285,8 @@ class HttpTransport:
         """GET ``url`` (no credentials) into ``target.part``, then rename; return bytes written.
 
         The transfer must average ``min_rate`` bytes per second after ``grace`` seconds, or it is
-        ended with a ``TransportError``. ``on_progress(bytes so far, Content-Length or None)``
-        (plain or async) is told from 0, after each chunk; an error it raises is logged.
+        ended with a ``TransportError``. ``on_progress(bytes so far, Content-Length or None)``, a
+        :data:`~kling_async.relay.Meter` (never awaited), is told from 0 and after each chunk.
         ``accept(url, head)`` judges the first bytes before the rename (and raises to refuse
         them); nothing is left behind when it does.
         """
@@ -323,7 +311,8 @@ class HttpTransport:
                         deadline.reschedule(started + grace + total / min_rate)
                     await _mkdir(target.parent)
                     head = b""
-                    await notify_progress(on_progress, 0, total)
+                    if on_progress is not None:
+                        on_progress(0, total)
                     async with aiofiles.open(part, "wb") as out:
                         async for chunk in answer.content.iter_chunked(_CHUNK):
                             if len(head) < 32:
@@ -332,7 +321,8 @@ class HttpTransport:
                             written += len(chunk)
                             if total is None:
                                 deadline.reschedule(started + grace + written / min_rate)
-                            await notify_progress(on_progress, written, total)
+                            if on_progress is not None:
+                                on_progress(written, total)
                     if total is not None and written != total:
                         short = aiohttp.ClientPayloadError(f"got {written} of {total} bytes")
                         raise map_client_error(short, "download")

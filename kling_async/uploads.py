@@ -23,8 +23,9 @@ from typing import Any
 from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
+from .relay import Meter, OnProgress, ProgressRelay
 from .settings import DEFAULT_MIN_TRANSFER_RATE
-from .transport import FilePart, OnProgress, multipart_form, notify_progress
+from .transport import FilePart, multipart_form
 from .wire import parse_uploaded_file
 
 __all__ = ["Uploader", "content_digest"]
@@ -33,8 +34,8 @@ __all__ = ["Uploader", "content_digest"]
 BASE64_MAX_BYTES = 1024 * 1024
 
 Call = Callable[..., Awaitable[Any]]
-#: Sends one upload, reporting its progress to the callback it is given.
-Send = Callable[[OnProgress], Awaitable[UploadedFile]]
+#: Sends one upload, reporting its progress to the meter it is given.
+Send = Callable[[Meter], Awaitable[UploadedFile]]
 
 _EXTENSIONS = {"jpeg": ".jpg", "png": ".png", "mp4": ".mp4", "matroska": ".mkv", "gif": ".gif"}
 
@@ -143,7 +144,9 @@ class Uploader:
         """Upload a file from disk, or reuse the upload of the same content this session.
 
         ``on_progress`` (plain or async) hears the bytes sent, from when it joins the upload
-        (callers sharing an upload all hear it); a reused upload reports nothing.
+        (callers sharing an upload all hear it); a reused upload reports nothing. It is called
+        from a task of this caller's, never inside the upload: a slow one hears fewer reports
+        (the last always, before this returns) and holds up no one.
         """
         try:
             return await self._upload_path(path, upload_path, file_name, on_progress)
@@ -166,7 +169,7 @@ class Uploader:
 
         mime = mime_of(head, path.name)
 
-        def send(progress: OnProgress) -> Awaitable[UploadedFile]:
+        def send(progress: Meter) -> Awaitable[UploadedFile]:
             return self._stream(upload_path, FilePart(path, size, name, mime, progress))
 
         return await self._once(key, send, on_progress)
@@ -183,7 +186,7 @@ class Uploader:
         )
         name = file_name or default_file_name(digest, "", content[:32])
 
-        async def send(_: OnProgress) -> UploadedFile:
+        async def send(_: Meter) -> UploadedFile:
             if len(content) <= BASE64_MAX_BYTES:
                 body = {
                     "base64Data": base64.b64encode(content).decode("ascii"),
@@ -239,37 +242,39 @@ class Uploader:
 
         The upload runs in a task the uploader owns. Each caller waits on it without being able
         to cancel it for the others; when the last caller stops waiting, it is cancelled. Its
-        progress goes to every caller waiting on it, a late one first hearing where it stands.
+        progress goes to every caller waiting on it, a late one first hearing where it stands,
+        each through a relay of its own (the upload task never runs a caller's callback).
         """
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
         if cached is not None and cached.is_usable_at(datetime.now(UTC)):
             return cached
-        while True:
-            flight = self._in_flight.get(key)
-            if flight is None or flight.task.cancelled():
-                flight = self._start_flight(key, send)
-            flight.waiters += 1
-            if on_progress is not None:
-                flight.listeners.append(on_progress)
-            try:
-                if on_progress is not None and flight.last is not None:
-                    await notify_progress(on_progress, *flight.last)
-                return await asyncio.shield(flight.task)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and not current.cancelling():
-                    continue  # the upload was ended for callers that left, not for this one
-                if not flight.task.done() and flight.waiters == 1:
-                    # The last caller left: end the upload, and let nobody join it any more.
-                    self._forget_flight(key, flight)
-                    flight.task.cancel("every caller of this upload was cancelled")
-                raise
-            finally:
-                flight.waiters -= 1
-                if on_progress is not None:
-                    flight.listeners.remove(on_progress)
+        # The relay's pump is this caller's: it ends when this caller stops waiting, and the
+        # last report is delivered before the upload is returned.
+        async with ProgressRelay(on_progress, timeout=self._grace) as relay:
+            while True:
+                flight = self._in_flight.get(key)
+                if flight is None or flight.task.cancelled():
+                    flight = self._start_flight(key, send)
+                flight.waiters += 1
+                flight.listeners.append(relay.offer)
+                try:
+                    if flight.last is not None:
+                        relay.offer(*flight.last)
+                    return await asyncio.shield(flight.task)
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and not current.cancelling():
+                        continue  # the upload was ended for callers that left, not for this one
+                    if not flight.task.done() and flight.waiters == 1:
+                        # The last caller left: end the upload, and let nobody join it any more.
+                        self._forget_flight(key, flight)
+                        flight.task.cancel("every caller of this upload was cancelled")
+                    raise
+                finally:
+                    flight.waiters -= 1
+                    flight.listeners.remove(relay.offer)
 
     def _start_flight(self, key: tuple[str, int, str], send: Send) -> _Flight:
         flight = _Flight()
@@ -293,7 +298,7 @@ class Uploader:
         return self._grace + size / self._min_rate
 
     async def _send_and_keep(
-        self, key: tuple[str, int, str], send: Send, progress: OnProgress
+        self, key: tuple[str, int, str], send: Send, progress: Meter
     ) -> UploadedFile:
         uploaded = await send(progress)
         self._cache[key] = uploaded
@@ -308,12 +313,13 @@ class _Flight:
 
     def __init__(self) -> None:
         self.waiters = 0
-        self.listeners: list[OnProgress] = []
+        #: The relays of the callers waiting (``ProgressRelay.offer``: they return at once).
+        self.listeners: list[Meter] = []
         #: The last progress reported: a caller joining late hears it first.
         self.last: tuple[int, int | None] | None = None
 
-    async def report(self, done: int, total: int | None) -> None:
-        """Pass one progress report to every caller listening (each one's errors are logged)."""
+    def report(self, done: int, total: int | None) -> None:
+        """Pass one progress report to every caller's relay; never waits on any callback."""
         self.last = (done, total)
         for listener in tuple(self.listeners):
-            await notify_progress(listener, done, total)
+            listener(done, total)

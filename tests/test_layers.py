@@ -23,6 +23,7 @@ LAYERS = {
     "jobs": 2,
     "settings": 2,
     "retries": 2,
+    "relay": 3,
     "wire": 3,
     "callbacks": 4,
     "transport": 4,

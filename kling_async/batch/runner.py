@@ -14,10 +14,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import (
-    Awaitable,
-    Callable,
-)
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,7 @@ from ..errors import (
     SubmissionUnknownError,
     TaskFailedError,
 )
-from ..jobs import GenerationResult, Job, JobEvent, JobEventKind, MediaSource, ProgressGate
+from ..jobs import GenerationResult, Job, JobEventKind, MediaSource
 from ..journal import (
     CREATED,
     CREATING,
@@ -56,14 +53,13 @@ from ..models import (
 )
 from ..rules import MODEL_NAME, estimate_credits
 from ..submission import Submission
-from ..transport import OnProgress
 from ..webhooks import WebhookReceiver
+from .events import EventReporter, OnEvent
 
 __all__ = ["JobRunner", "OnEvent", "file_stem"]
 
 log = logging.getLogger("kling_async")
 
-OnEvent = Callable[[JobEvent], Awaitable[None] | None]
 _UNSAFE_NAME = re.compile(r"[^a-z0-9._-]+")
 #: How long a job whose createTask answer was lost waits for its callback (without a job_timeout).
 UNKNOWN_CALLBACK_WAIT = 15 * 60.0
@@ -71,7 +67,7 @@ UNKNOWN_CALLBACK_WAIT = 15 * 60.0
 UPLOAD_MARGIN = timedelta(hours=1)
 
 
-class JobRunner:
+class JobRunner(EventReporter):
     """Runs jobs through one session, reporting events and (optionally) journaling each step.
 
     ``model`` and ``background_source`` are the defaults of jobs that leave theirs None.
@@ -111,31 +107,6 @@ class JobRunner:
         # Journal bookkeeping of createTask calls whose job was cancelled while they were on
         # the wire: owned here, awaited by :meth:`landed` before the journal closes.
         self._landing: set[asyncio.Task[None]] = set()
-
-    async def emit(self, kind: JobEventKind, key: str, **fields: Any) -> None:
-        """Report one step to ``on_event`` (plain or async); an error it raises is logged."""
-        if self.on_event is None:
-            return
-        try:
-            result = self.on_event(JobEvent(kind, key, **fields))
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:
-            log.exception("on_event raised for job %s (%s); the job goes on", key, kind.value)
-
-    def _progress(
-        self, kind: JobEventKind, key: str, path: Path, **fields: Any
-    ) -> tuple[OnProgress | None, ProgressGate]:
-        """A transfer's progress as ``kind`` events of one file, throttled by a gate."""
-        gate = ProgressGate()
-        if self.on_event is None:
-            return None, gate
-
-        async def report(done: int, total: int | None) -> None:
-            if gate.admit(done, total, self._clock()):
-                await self.emit(kind, key, path=path, bytes=done, total=total, **fields)
-
-        return report, gate
 
     async def landed(self) -> None:
         """Wait until every createTask left on the wire by a cancelled job is recorded."""
@@ -387,7 +358,8 @@ class JobRunner:
             if url and expires and expires > datetime.now(UTC) + UPLOAD_MARGIN:
                 return url
         path = Path(text)
-        progress, _ = self._progress(JobEventKind.UPLOADING, key, path, detail=which)
+        # The upload returns once its last report is delivered: UPLOADED comes after it.
+        progress = self.transfer(JobEventKind.UPLOADING, key, path, detail=which).on_progress
         if which == "image":
             uploaded = await self.session.upload_image(path, on_progress=progress)
         else:
@@ -536,22 +508,14 @@ class JobRunner:
             if target in known and await asyncio.to_thread(target.exists):
                 files.append(target)
                 continue
-            progress, gate = self._progress(
-                JobEventKind.DOWNLOADING, key, target, task_id=task.task_id
+            moving = self.transfer(JobEventKind.DOWNLOADING, key, target, task_id=task.task_id)
+            path = await self.session.download(
+                url, target, overwrite=True, on_progress=moving.on_progress
             )
-            path = await self.session.download(url, target, overwrite=True, on_progress=progress)
             files.append(path)
             size = (await asyncio.to_thread(path.stat)).st_size
-            if progress is not None and gate.settle(size, self._clock()):
-                # Without a Content-Length, no report was known to be the last: say it now.
-                await self.emit(
-                    JobEventKind.DOWNLOADING,
-                    key,
-                    task_id=task.task_id,
-                    path=target,
-                    bytes=size,
-                    total=gate.total,
-                )
+            # Without a Content-Length, no report was known to be the last: say it now.
+            await moving.settle(size, timeout=self.session.request_timeout)
             await self.emit(
                 JobEventKind.DOWNLOADED, key, task_id=task.task_id, path=path, bytes=size
             )
