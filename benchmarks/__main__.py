@@ -23,6 +23,7 @@ from . import (
     bench_cancel,
     bench_polling,
     bench_soak,
+    bench_telemetry,
     bench_upload,
     bench_webhooks,
 )
@@ -37,6 +38,7 @@ BENCHMARKS: tuple[tuple[str, Callable[[], Coroutine[Any, Any, list[Row]]]], ...]
     ("webhooks", bench_webhooks.quick),
     ("soak", bench_soak.quick),
     ("cancel", bench_cancel.quick),
+    ("telemetry", bench_telemetry.quick),
 )
 
 

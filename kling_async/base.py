@@ -16,11 +16,12 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigurationError, SessionClosedError
+from . import telemetry
+from .errors import ConfigurationError, KlingError, RateLimitError, SessionClosedError
 from .ratelimit import Limiter
 from .retries import with_retries
 from .settings import (
@@ -61,6 +62,7 @@ class BaseClient:
         user_agent: str = DEFAULT_USER_AGENT,
         allow_insecure_http: bool = False,
         http_session: aiohttp.ClientSession | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
         seed: int | None = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
@@ -94,7 +96,10 @@ class BaseClient:
         self._retry_base = retry_base
         self._retry_cap = retry_cap
         self._rng = random.Random(seed)
+        if trace_configs and http_session is not None:
+            raise ConfigurationError("give trace_configs to your own http_session instead")
         self._http = http_session
+        self._trace_configs = list(trace_configs or ())
         self._transport: HttpTransport | None = None
         self._closed = False
         self._closing = asyncio.Event()
@@ -123,7 +128,9 @@ class BaseClient:
         if self._closed:
             raise SessionClosedError("the session is closed")
         if self._transport is None:
-            self._transport = HttpTransport(self._http, timeout=self.request_timeout)
+            self._transport = HttpTransport(
+                self._http, timeout=self.request_timeout, trace_configs=self._trace_configs
+            )
         return self._transport
 
     @property
@@ -170,11 +177,15 @@ class BaseClient:
             data = data()  # a fresh multipart body for each attempt: a stream is read once
         started = time.perf_counter()
         hold = await limiter.acquire() if limiter is not None else None
+        if limiter is not None:  # the limiters are named for the endpoints they serve
+            telemetry.count("limiter.wait", time.perf_counter() - started, limiter=endpoint)
+            telemetry.count("limiter.granted", limiter=endpoint)
         try:
             # The wait for a slot may have outlived the session.
             transport = self._open()
             if before_send is not None:
                 await before_send()
+            started = time.perf_counter()  # the request's own time (the slot's wait is a metric)
             answer = await transport.send(
                 method,
                 url,
@@ -188,17 +199,22 @@ class BaseClient:
         finally:
             if limiter is not None:
                 limiter.release(hold)
-        log.debug(
-            "%s %s -> HTTP %d in %.0f ms",
-            method,
-            endpoint,
-            answer.status,
-            (time.perf_counter() - started) * 1000,
-        )
-        return decode_answer(
-            answer.status,
-            answer.headers,
-            answer.body,
-            endpoint=endpoint,
-            now=datetime.now(UTC),
-        )
+        took = (time.perf_counter() - started) * 1000
+        try:
+            decoded = decode_answer(
+                answer.status,
+                answer.headers,
+                answer.body,
+                endpoint=endpoint,
+                now=datetime.now(UTC),
+            )
+        except KlingError as exc:
+            code = getattr(exc, "code", "?")
+            log.debug(
+                "%s %s -> HTTP %d, code %s in %.0f ms", method, endpoint, answer.status, code, took
+            )
+            if isinstance(exc, RateLimitError):
+                telemetry.count("http.rate_limited", endpoint=endpoint)
+            raise
+        log.debug("%s %s -> HTTP %d in %.0f ms", method, endpoint, answer.status, took)
+        return decoded

@@ -13,11 +13,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
+from . import telemetry
 from .base import BaseClient
 from .downloads import check_video, choose_destination
 from .errors import (
@@ -110,6 +111,7 @@ class KlingClient(BaseClient):
         min_transfer_rate: float = DEFAULT_MIN_TRANSFER_RATE,
         allow_insecure_http: bool = False,
         http_session: aiohttp.ClientSession | None = None,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         seed: int | None = None,
@@ -129,6 +131,7 @@ class KlingClient(BaseClient):
             user_agent=user_agent,
             allow_insecure_http=allow_insecure_http,
             http_session=http_session,
+            trace_configs=trace_configs,
             seed=seed,
         )
         if not min_transfer_rate > 0:
@@ -273,6 +276,7 @@ class KlingClient(BaseClient):
         submission: Submission | None = None,
     ) -> str: ...
 
+    @telemetry.traced("createTask")
     async def create_task(
         self,
         inp: MotionControlInput | str,
@@ -363,6 +367,7 @@ class KlingClient(BaseClient):
                 0, f"recordInfo for {task_id} was not understood: {exc}", endpoint="recordInfo"
             ) from exc
 
+    @telemetry.traced("wait")
     async def wait_for_task(
         self,
         task_id: str,
@@ -397,6 +402,7 @@ class KlingClient(BaseClient):
         return parse_download_url(data)
 
     # -- uploads and downloads -----------------------------------------------------------------
+    @telemetry.traced("upload", medium="image")
     async def upload_image(
         self, path: str | os.PathLike[str], *, on_progress: OnProgress | None = None
     ) -> UploadedFile:
@@ -413,6 +419,7 @@ class KlingClient(BaseClient):
             path, upload_path=IMAGE_UPLOAD_PATH, file_name=None, on_progress=on_progress
         )
 
+    @telemetry.traced("upload", medium="video")
     async def upload_video(
         self,
         path: str | os.PathLike[str],
@@ -454,6 +461,7 @@ class KlingClient(BaseClient):
             raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
         return await self._uploader.upload_url(url, upload_path=upload_path, file_name=file_name)
 
+    @telemetry.traced("download")
     async def download(
         self,
         url_or_task: str | Task,

@@ -29,6 +29,7 @@ from typing import Any
 
 import backoff
 
+from . import telemetry
 from .errors import (
     APIError,
     GenerationFailedError,
@@ -110,6 +111,9 @@ def create_surely_not_done(exc: Exception) -> bool:
 
 
 def _log_retry(details: Any) -> None:
+    reason = type(details.get("exception")).__name__
+    telemetry.count("retries", reason=reason)
+    telemetry.event("retry", reason=reason, attempt=details["tries"])
     # Only the endpoint name and our own error text: never the arguments, which hold URLs.
     log.info(
         "retrying %s in %.2f s (attempt %d failed: %s)",

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import telemetry
 from .errors import (
     KlingError,
     ProtocolError,
@@ -93,6 +94,7 @@ class Submitter:
         self._call = call
         self._url = url
         self._limiter = limiter
+        telemetry.watch("limiter.queue", limiter, "waiting", limiter="createTask")
         self._on_created = on_created
         self._request_timeout = request_timeout
         self._send = retrying(self._send_once, create_surely_not_done, self._least_wait)
@@ -138,9 +140,12 @@ class Submitter:
             task_id: str = await self._send("createTask", body, sub)
         except BaseException as exc:
             sub.error = exc
+            telemetry.count("submissions.unknown", 1 if sub.may_exist else 0)
             raise
         sub.task_id = task_id
         sub.sent = False
+        telemetry.note_task(task_id, model=body.get("model"))
+        telemetry.count("tasks.created", model=str(body.get("model")))
         self._on_created(task_id)
         return task_id
 

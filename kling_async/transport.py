@@ -16,7 +16,7 @@ import contextlib
 import io
 import logging
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import attrs
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import BytesIOPayload, Payload
 
+from . import telemetry
 from .errors import (
     DownloadError,
     ProtocolError,
@@ -210,8 +211,16 @@ class HttpTransport:
     size or by rate) and by no silence longer than ``timeout``.
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None, *, timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None,
+        *,
+        timeout: float,
+        trace_configs: Sequence[aiohttp.TraceConfig] = (),
+    ) -> None:
         self._own = session is None
+        # For HTTP spans: aiohttp's tracing hooks (an OpenTelemetry instrumentation's, say).
+        self._trace_configs = list(trace_configs)
         self._session = session
         self._closed = False
         self._request_timeout = timeout
@@ -224,7 +233,9 @@ class HttpTransport:
         if self._closed:
             raise SessionClosedError("the session is closed")
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100), trace_configs=self._trace_configs
+            )
         return self._session
 
     async def close(self) -> None:
@@ -345,6 +356,9 @@ class HttpTransport:
         except BaseException:
             await _remove(part)
             raise
+        log.debug("GET download -> %d bytes in %.0f ms", written, (loop.time() - started) * 1e3)
+        telemetry.count("download.bytes", written)
+        telemetry.annotate(bytes=written)
         return written
 
 

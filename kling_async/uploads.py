@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import telemetry
 from .errors import KlingError, MediaValidationError
 from .media import MIME_TYPES, sniff_format
 from .models import UploadedFile
@@ -233,6 +234,7 @@ class Uploader:
             data = await self._call(
                 endpoint, "POST", f"{self._base}{path}", total=self._deadline(size), **kwargs
             )
+        telemetry.count("upload.bytes", size)
         return parse_uploaded_file(data, now=datetime.now(UTC))
 
     async def _once(

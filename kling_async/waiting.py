@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import telemetry
 from .errors import (
     GenerationFailedError,
     KlingError,
@@ -68,6 +69,7 @@ class TaskWaiter:
         self.poll = poll
         self.fallback_poll = fallback_poll
         self._query_limiter = query_limiter
+        telemetry.watch("limiter.queue", query_limiter, "waiting", limiter="recordInfo")
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -141,6 +143,7 @@ class TaskWaiter:
 
     async def wait(self, task_id: str, timeout: float | None, on_update: OnUpdate | None) -> Task:
         """Wait until the task ends; see ``KlingSession.wait_for_task``."""
+        telemetry.note_task(task_id)  # this wait runs in a task of its own: its logs name it
         try:
             return await self._wait(task_id, timeout, on_update)
         finally:
@@ -192,12 +195,14 @@ class TaskWaiter:
                         failed = Task(
                             task_id, TaskState.FAIL, fail_code=str(exc.code), fail_msg=exc.message
                         )
+                        telemetry.count("tasks.finished", state="fail")
                         raise TaskFailedError(failed) from exc
                     except KlingError as exc:
                         if not is_no_news(exc):
                             raise
                         failures += 1
                         retry_after = getattr(exc, "retry_after", None)
+                        telemetry.count("retries", reason=type(exc).__name__)
                         log.info("task %s: no news this time (%s); polling on", task_id, exc)
                         task = None
                     else:
@@ -216,9 +221,13 @@ class TaskWaiter:
                     self._note_unknown_state(task)
                     changed = last is None or task.state is not last.state
                     last = task
+                    if changed:
+                        telemetry.event("state", state=task.state.value)
                     if changed and on_update is not None:
                         await self._tell(on_update, task)
                     if task.state.is_terminal:
+                        telemetry.count("tasks.finished", state=task.state.value)
+                        telemetry.count("credits.consumed", task.credits_consumed or 0)
                         if task.state.value == "fail":
                             raise TaskFailedError(task)
                         if task_id in self._created_at:

@@ -290,7 +290,12 @@ class WebhookReceiver:
                 )
             except WebhookVerificationError as exc:
                 self.rejected += 1
-                log.warning("callback for task %s refused (401): %s", task.task_id, exc)
+                log.warning(
+                    "callback for task %s refused (401): %s",
+                    task.task_id,
+                    exc,
+                    extra={"task_id": task.task_id},
+                )
                 return self._answer(401, exc.reason)
         elif not self._warned:
             self._warned = True

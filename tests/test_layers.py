@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kling_async"
 #: Lower numbers are lower layers: pure values and rules first, the composition last.
 LAYERS = {
     "errors": 0,
+    "telemetry": 0,
     "rules": 0,
     "models": 1,
     "signature": 1,

@@ -46,10 +46,16 @@ class EventReporter:
                 await result
         except Exception:
             what = (event.job_key, event.kind.value)
+            # As every record of the library: named fields (some events come after the job).
+            named = {"job_key": event.job_key, "task_id": event.task_id}
             if loud:
-                log.exception("on_event raised for job %s (%s); the job goes on", *what)
+                log.exception(
+                    "on_event raised for job %s (%s); the job goes on", *what, extra=named
+                )
             else:
-                log.debug("on_event raised again for job %s (%s)", *what, exc_info=True)
+                log.debug(
+                    "on_event raised again for job %s (%s)", *what, exc_info=True, extra=named
+                )
             return False
         return True
 

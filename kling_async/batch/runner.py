@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .. import telemetry
 from ..callbacks import callback_token, callback_url_with_token
 from ..client import KlingClient
 from ..downloads import safe_file_name
@@ -124,6 +125,7 @@ class JobRunner(EventReporter):
         if self.journal is not None:
             await self.journal.update(key, **fields)
 
+    @telemetry.traced_job  # one span, log scope and outcome line per job
     async def run(
         self,
         job: Job,
@@ -180,6 +182,10 @@ class JobRunner(EventReporter):
             finally:
                 if after_create is not None:
                     after_create()
+            if seconds is not None:  # at the model's documented price (rules.py)
+                telemetry.count(
+                    "credits.estimated", estimate_credits(seconds, job.mode, model=model)
+                )
             await self.emit(JobEventKind.CREATED, key, task_id=task_id)
         else:
             if after_create is not None:
@@ -307,6 +313,7 @@ class JobRunner(EventReporter):
         finally:
             closing.cancel()
 
+    @telemetry.traced("validate")
     async def _validate(self, job: Job) -> float | None:
         """Judge the job's local files (headers only); return the video's seconds if known."""
         seconds = None

@@ -1,0 +1,442 @@
+"""Telemetry: OpenTelemetry spans and metrics when the API is installed, and logs that name the job.
+
+The library depends on ``opentelemetry-api`` alone (the ``otel`` extra), imported on first use.
+Without it, every function here is a cheap no-op; with it but no SDK set up by the application,
+OpenTelemetry's own no-op providers answer. No SDK module is ever imported here: the application
+chooses its SDK, exporters and HTTP instrumentation (aiohttp's ``TraceConfig``, see the README).
+
+Spans: ``kling_async.job`` for each job (``generate`` and each job of ``generate_many``), with
+children ``kling_async.validate``, ``.upload``, ``.createTask``, ``.wait`` (each change of state
+an event) and ``.download``. Metrics are listed in :data:`METRICS`. Log records of the
+``kling_async`` loggers carry ``task_id`` and ``job_key`` (None when unknown) as attributes, taken
+from the job or wait they are logged in; the API key is never given to any of these.
+
+Bounds: no aiohttp, no I/O, nothing of the library below it: every layer may call it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+__all__ = [
+    "METRICS",
+    "PREFIX",
+    "JobScope",
+    "annotate",
+    "configure",
+    "count",
+    "event",
+    "job",
+    "job_logger",
+    "note_task",
+    "record",
+    "span",
+    "traced",
+    "traced_job",
+    "watch",
+]
+
+#: What every span, attribute and metric name of the library starts with.
+PREFIX = "kling_async."
+#: The library's metrics: name (after ``PREFIX``) -> (kind, unit, description, labels). Counters
+#: are tallied here and read by the SDK when it collects (observable counters): a count costs a
+#: dict update, not a trip through the SDK, and most are made per request.
+METRICS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "tasks.created": ("counter", "{task}", "Tasks created (createTask gave a task id)", ("model",)),
+    "tasks.finished": ("counter", "{task}", "Tasks seen to end, by state", ("state",)),
+    "credits.estimated": ("counter", "{credit}", "Estimated credits of the tasks created", ()),
+    "credits.consumed": ("counter", "{credit}", "Credits the service says tasks consumed", ()),
+    "http.rate_limited": ("counter", "{response}", "429 answers received", ("endpoint",)),
+    "retries": ("counter", "{retry}", "Requests tried again, by reason (the error)", ("reason",)),
+    "submissions.unknown": ("counter", "{call}", "createTask calls with an unknown outcome", ()),
+    "limiter.wait": ("counter", "s", "Time requests spent waiting for a rate slot", ("limiter",)),
+    "limiter.granted": ("counter", "{request}", "Rate slots granted", ("limiter",)),
+    "limiter.queue": ("gauge", "{request}", "Requests waiting for a rate slot now", ("limiter",)),
+    "job.duration": ("histogram", "s", "Jobs from start to outcome, by outcome", ("outcome",)),
+    "upload.bytes": ("counter", "By", "Bytes of files uploaded", ()),
+    "download.bytes": ("counter", "By", "Bytes of results downloaded", ()),
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+J = TypeVar("J")
+
+log = logging.getLogger("kling_async")
+
+# opentelemetry's ``trace``, ``metrics`` and ``context`` modules, once looked for (None: not
+# installed).
+_api: tuple[Any, Any, Any] | None = None
+_looked = False
+_tracer_provider: Any = None
+_meter_provider: Any = None
+_tracer: Any = None
+# Instruments of the global meter live as long as the process (making one twice is an error
+# to the SDK); those of a configured provider, as long as it is configured.
+_global_instruments: dict[str, Any] = {}
+_instruments = _global_instruments
+# What each gauge reads when metrics are collected: (object, weakly; its attribute; labels).
+_gauges: dict[str, list[tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
+# Totals of the tallied counters, by labels, since the meter provider in use was configured.
+_tallies: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+_tally_lock = threading.Lock()
+
+
+def _otel() -> tuple[Any, Any, Any] | None:
+    global _api, _looked
+    if not _looked:
+        _looked = True
+        try:
+            from opentelemetry import context, metrics, trace
+        except ImportError:
+            return None
+        _api = (trace, metrics, context)
+    return _api
+
+
+def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Use these providers instead of OpenTelemetry's global ones (None: the global one)."""
+    global _tracer_provider, _meter_provider, _tracer, _instruments
+    _tracer_provider, _meter_provider = tracer_provider, meter_provider
+    _tracer = None
+    _instruments = _global_instruments if meter_provider is None else {}
+    _tallies.clear()  # a new provider counts from now
+    for name in _gauges:
+        _instrument(name)
+
+
+def _get_tracer() -> Any:
+    global _tracer
+    if _tracer is None:
+        api = _otel()
+        if api is None:
+            return None
+        provider = _tracer_provider or api[0].get_tracer_provider()
+        if isinstance(provider, api[0].ProxyTracerProvider):
+            return None  # no tracing set up (yet): its spans would record nothing anyway
+        _tracer = provider.get_tracer("kling_async")
+    return _tracer
+
+
+def _clean(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes under ``PREFIX``, None dropped, anything not a plain value as text."""
+    return {
+        PREFIX + name: value if isinstance(value, str | bool | int | float) else str(value)
+        for name, value in attrs.items()
+        if value is not None
+    }
+
+
+class _NoSpan:
+    """What :func:`span` gives without OpenTelemetry: does nothing, cheaply."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+class _Active:
+    """A span made current while open, ended on leaving; an ``Exception`` marks it failed.
+
+    What ``start_as_current_span`` does, without its two generator-based context managers:
+    spans are made per step of every job, and this is most of what tracing costs the library.
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        trace, _, context = _api  # type: ignore[misc]  # set: a span exists
+        self._token = context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        trace, _, context = _api  # type: ignore[misc]
+        context.detach(self._token)
+        # As OpenTelemetry's own: a cancellation (a BaseException) is no error of the step.
+        if isinstance(exc, Exception) and self._span.is_recording():
+            self._span.record_exception(exc)
+            self._span.set_status(
+                trace.Status(trace.StatusCode.ERROR, f"{exc_type.__name__}: {exc}")
+            )
+        self._span.end()
+
+
+def span(name: str, **attrs: Any) -> Any:
+    """A context manager: a span ``kling_async.NAME`` (a child of the current one) while open."""
+    tracer = _get_tracer()
+    if tracer is None:
+        return _NO_SPAN
+    return _Active(tracer.start_span(PREFIX + name, attributes=_clean(attrs)))
+
+
+def traced(
+    name: str, **attrs: Any
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Decorate a coroutine function: each call runs in a span ``kling_async.NAME``."""
+
+    full, cleaned = PREFIX + name, _clean(attrs)
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            tracer = _get_tracer()
+            if tracer is None:
+                return await fn(*args, **kwargs)
+            with _Active(tracer.start_span(full, attributes=cleaned)):
+                return await fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def _current_span() -> Any:
+    if _get_tracer() is None:
+        return None  # no tracing: no span of ours can be current
+    current = _api[0].get_current_span()  # type: ignore[index]
+    return current if current.is_recording() else None
+
+
+def annotate(**attrs: Any) -> None:
+    """Set attributes on the current span, if one is recording."""
+    current = _current_span()
+    if current is not None:
+        current.set_attributes(_clean(attrs))
+
+
+def event(name: str, **attrs: Any) -> None:
+    """Add an event to the current span, if one is recording."""
+    current = _current_span()
+    if current is not None:
+        current.add_event(name, _clean(attrs))
+
+
+def _instrument(name: str) -> Any:
+    found = _instruments.get(name)
+    if found is None:
+        api = _otel()
+        if api is None:
+            return None
+        meter = (_meter_provider or api[1].get_meter_provider()).get_meter("kling_async")
+        kind, unit, description, _ = METRICS[name]
+        if kind == "gauge":
+            found = meter.create_observable_gauge(
+                PREFIX + name, [_reader(name, api[1].Observation)], unit, description
+            )
+        elif kind == "counter":
+            found = meter.create_observable_counter(
+                PREFIX + name, [_totals(name, api[1].Observation)], unit, description
+            )
+        else:
+            found = meter.create_histogram(PREFIX + name, unit=unit, description=description)
+        _instruments[name] = found
+    return found
+
+
+def _reader(name: str, observation: Any) -> Callable[[Any], list[Any]]:
+    def read(_: Any) -> list[Any]:
+        totals: dict[tuple[tuple[str, str], ...], float] = {}
+        live = []
+        for ref, attribute, labels in _gauges.get(name, []):
+            source = ref()
+            if source is not None:
+                live.append((ref, attribute, labels))
+                key = tuple(sorted(labels.items()))
+                totals[key] = totals.get(key, 0) + getattr(source, attribute)
+        _gauges[name] = live
+        return [observation(value, dict(key)) for key, value in totals.items()]
+
+    return read
+
+
+def _totals(name: str, observation: Any) -> Callable[[Any], list[Any]]:
+    def read(_: Any) -> list[Any]:
+        with _tally_lock:
+            totals = list(_tallies.get(name, {}).items())
+        return [observation(value, dict(key)) for key, value in totals]
+
+    return read
+
+
+def count(name: str, n: float = 1, **labels: str) -> None:
+    """Add ``n`` to the counter ``kling_async.NAME`` (one of :data:`METRICS`)."""
+    if not n or _otel() is None:
+        return
+    if name not in _instruments:
+        _instrument(name)
+    key = tuple(labels.items())
+    with _tally_lock:  # event loops of several threads may count at once
+        totals = _tallies.setdefault(name, {})
+        totals[key] = totals.get(key, 0) + n
+
+
+def watch(name: str, source: object, attribute: str, **labels: str) -> None:
+    """Report ``source.ATTRIBUTE`` as the gauge ``kling_async.NAME`` (summed by labels).
+
+    Read only when metrics are collected: nothing is spent per change. ``source`` is held
+    weakly, and forgotten once it is gone.
+    """
+    if _otel() is None:
+        return
+    sources = _gauges.setdefault(name, [])
+    sources[:] = [entry for entry in sources if entry[0]() is not None]
+    sources.append((weakref.ref(source), attribute, labels))
+    _instrument(name)
+
+
+def record(name: str, value: float, **labels: str) -> None:
+    """Record ``value`` in the histogram ``kling_async.NAME`` (one of :data:`METRICS`)."""
+    instrument = _instrument(name)
+    if instrument is not None:
+        instrument.record(value, labels or None)
+
+
+# -- which job and task a log record (or a span) is about ------------------------------------------
+class _Scope:
+    """The job (if any) and task (once known) the running code works for."""
+
+    __slots__ = ("job_key", "span", "task_id")
+
+    def __init__(self, job_key: str | None, task_id: str | None, job_span: Any = None) -> None:
+        self.job_key = job_key
+        self.task_id = task_id
+        self.span = job_span
+
+
+# A task started by a job copies the job's scope (the object itself, so ids learnt later show).
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("kling_scope", default=None)
+
+
+def note_task(task_id: str, **attrs: Any) -> None:
+    """The running job (or wait) is about ``task_id``: logs and the job's span say so from now."""
+    scope = _scope.get()
+    cleaned = _clean({"task_id": task_id, **attrs})
+    if scope is None:
+        _scope.set(_Scope(None, task_id))
+    elif scope.task_id != task_id:  # the job's span is told once
+        scope.task_id = task_id
+        if scope.span is not None and scope.span.is_recording():
+            scope.span.set_attributes(cleaned)
+    current = _current_span()
+    if current is not None and current is not (scope and scope.span):
+        current.set_attributes(cleaned)
+
+
+def job_logger(job_key: str | None, task_id: str | None = None) -> logging.LoggerAdapter[Any]:
+    """The library's logger with ``job_key`` and ``task_id`` given as ``extra`` to each record."""
+    return logging.LoggerAdapter(log, {"job_key": job_key, "task_id": task_id})
+
+
+class _JobFields(logging.Filter):
+    """Gives every record ``task_id`` and ``job_key`` (None if unknown), for JSON formatters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scope = _scope.get()
+        if not hasattr(record, "task_id"):
+            record.task_id = scope.task_id if scope is not None else None
+        if not hasattr(record, "job_key"):
+            record.job_key = scope.job_key if scope is not None else None
+        return True
+
+
+_FIELDS = _JobFields()
+for _name in ("kling_async", "kling_async.webhooks"):
+    if _FIELDS not in logging.getLogger(_name).filters:
+        logging.getLogger(_name).addFilter(_FIELDS)
+
+
+def traced_job(
+    run: Callable[Concatenate[S, J, P], Awaitable[R]],
+) -> Callable[Concatenate[S, J, P], Coroutine[Any, Any, R]]:
+    """Decorate ``run(self, job, ...)``: it runs in :func:`job` for ``job.job_key``.
+
+    What it returns (a ``GenerationResult``) names the task and its cost on the job's span.
+    """
+
+    @functools.wraps(run)
+    async def wrapper(owner: S, job_: J, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with job(job_.job_key, mode=job_.mode) as scope:  # type: ignore[attr-defined]
+            result = await run(owner, job_, *args, **kwargs)
+            task = getattr(result, "task", None)
+            if task is not None:
+                scope.finished(task.task_id, task.credits_consumed, model=task.model)
+            return result
+
+    return wrapper
+
+
+def job(job_key: str, **attrs: Any) -> JobScope:
+    """``with telemetry.job(key, mode=...) as scope:`` around one job (see :class:`JobScope`)."""
+    return JobScope(job_key, **attrs)
+
+
+class JobScope:
+    """One job's span, scope, duration and outcome line; :meth:`finished` names its task."""
+
+    __slots__ = ("_attrs", "_span", "_started", "_token", "scope")
+
+    def __init__(self, job_key: str, **attrs: Any) -> None:
+        self.scope = _Scope(job_key, None)
+        self._attrs = attrs
+        self._span: Any = None
+        self._started = 0.0
+        self._token: contextvars.Token[_Scope | None] | None = None
+
+    def __enter__(self) -> JobScope:
+        self._started = time.monotonic()
+        tracer = _get_tracer()
+        if tracer is not None:
+            attrs = _clean({"job_key": self.scope.job_key, **self._attrs})
+            self._span = _Active(tracer.start_span(PREFIX + "job", attributes=attrs))
+            self.scope.span = self._span.__enter__()
+        self._token = _scope.set(self.scope)
+        return self
+
+    def finished(self, task_id: str, credits: float | None, **attrs: Any) -> None:
+        """The job ended with its task ``task_id`` done, having cost ``credits``."""
+        self.scope.task_id = task_id
+        current = self.scope.span
+        if current is not None and current.is_recording():
+            current.set_attributes(_clean({"task_id": task_id, "credits": credits, **attrs}))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        scope = self.scope
+        if exc is not None:
+            scope.task_id = scope.task_id or getattr(exc, "task_id", None)
+            if scope.span is not None and scope.span.is_recording() and scope.task_id:
+                scope.span.set_attribute(PREFIX + "task_id", scope.task_id)
+        outcome = "ok" if exc is None else type(exc).__name__
+        record("job.duration", time.monotonic() - self._started, outcome=outcome)
+        # One line per job outcome: a job that failed is news, not a fault of the library.
+        if exc is None:
+            log.info("job %s: done, task %s", scope.job_key, scope.task_id)
+        else:
+            log.info("job %s: %s: %s", scope.job_key, outcome, exc)
+        if self._token is not None:
+            _scope.reset(self._token)
+        if self._span is not None:
+            self._span.__exit__(exc_type, exc, tb)

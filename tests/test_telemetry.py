@@ -1,0 +1,369 @@
+"""Telemetry against the simulator: OpenTelemetry's SDK in memory, logs, and a run without it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from kling_async import ConfigurationError, Job, JobOutcome, TaskFailedError, cli, telemetry
+from kling_async.rules import estimate_credits
+from kling_async.simulator import FaultConfig, Simulator
+
+from .conftest import MEDIA, SimFactory, session_for
+
+IMAGE = MEDIA / "portrait.png"
+VIDEO = MEDIA / "d10.0.mp4"
+JOBS = 4
+# With these seeds exactly one of the first four tasks fails, and exactly one of the first four
+# createTask requests gets an injected 429 (the retry after it does not): asserted below too.
+FAILURE_SEED = 1
+FAULTS = FaultConfig(error_429=0.25, endpoints=frozenset({"createTask"}), seed=1)
+STEPS = ["validate", "upload", "upload", "createTask", "wait", "download"]
+
+
+@attrs.define
+class Otel:
+    """OpenTelemetry's SDK with in-memory exporters, in use by the library for one test."""
+
+    spans: InMemorySpanExporter
+    metrics: InMemoryMetricReader
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def data(self) -> dict[str, Any]:
+        """Each metric point: sums by (name, labels) and histograms as (count, sum)."""
+        found: dict[str, Any] = {}
+        data = self.metrics.get_metrics_data()
+        assert data is not None
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        labels = tuple(sorted(point.attributes.items()))
+                        value = (point.count, point.sum) if hasattr(point, "count") else point.value
+                        found.setdefault(metric.name, {})[labels] = value
+        return found
+
+    def total(self, name: str, **labels: str) -> float:
+        points = self.data().get(f"kling_async.{name}", {})
+        return sum(
+            v for k, v in points.items() if all(dict(k).get(a) == b for a, b in labels.items())
+        )
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    metering = MeterProvider(metric_readers=[reader])
+    telemetry.configure(tracer_provider=tracing, meter_provider=metering)
+    try:
+        yield Otel(spans, reader)
+    finally:
+        telemetry.configure()
+        tracing.shutdown()
+        metering.shutdown()
+
+
+class Records(logging.Handler):
+    """Every log record of every logger, from DEBUG up."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    handler = Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+async def faulty_sim(make_sim: SimFactory) -> Simulator:
+    return await make_sim(failure_rate=0.25, seed=FAILURE_SEED, faults=FAULTS)
+
+
+async def run_batch(sim: Simulator, out: Path, jobs: int = JOBS) -> list[JobOutcome]:
+    batch = [Job(IMAGE, VIDEO, key=f"clip-{i}") for i in range(jobs)]
+    async with session_for(sim) as kling:
+        return [o async for o in kling.generate_many(batch, download_to=out)]
+
+
+def children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableSpan]:
+    assert parent.context is not None
+    return sorted(
+        (s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id),
+        key=lambda s: s.start_time or 0,
+    )
+
+
+def attr(span: ReadableSpan, name: str) -> Any:
+    assert span.attributes is not None
+    return span.attributes.get(f"kling_async.{name}")
+
+
+async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_path: Path) -> None:
+    sim = await faulty_sim(make_sim)
+    outcomes = await run_batch(sim, tmp_path)
+    failed = [o for o in outcomes if not o.ok]
+    assert len(failed) == 1 and isinstance(failed[0].error, TaskFailedError)
+    assert sim.count("createTask", code=429) == 1
+    spans = otel.finished()
+    jobs = {attr(s, "job_key"): s for s in spans if s.name == "kling_async.job"}
+    assert sorted(jobs) == [f"clip-{i}" for i in range(JOBS)]
+    retried = 0
+    for outcome in outcomes:
+        root = jobs[outcome.job_key]
+        assert root.parent is None
+        assert attr(root, "task_id") == outcome.task_id is not None
+        assert attr(root, "mode") == "720p"
+        steps = children(spans, root)
+        names = [s.name.removeprefix("kling_async.") for s in steps]
+        media = sorted(attr(s, "medium") for s in steps if s.name == "kling_async.upload")
+        assert media == ["image", "video"]
+        create = next(s for s in steps if s.name == "kling_async.createTask")
+        wait = next(s for s in steps if s.name == "kling_async.wait")
+        assert attr(create, "task_id") == attr(wait, "task_id") == outcome.task_id
+        assert attr(create, "model") == "kling-2.6/motion-control"
+        retries = [e for e in create.events if e.name == "retry"]
+        retried += len(retries)
+        assert all(
+            e.attributes == {"kling_async.reason": "RateLimitError"} | {"kling_async.attempt": 1}
+            for e in retries
+        )
+        states = [
+            dict(e.attributes or {})["kling_async.state"] for e in wait.events if e.name == "state"
+        ]
+        assert states[-1] == ("success" if outcome.ok else "fail")
+        assert len(states) == len(set(states)) >= 2  # each change once, from a first state
+        if outcome.ok:
+            assert names == STEPS
+            assert root.status.status_code is StatusCode.UNSET
+            assert attr(root, "credits") == sim.tasks[outcome.task_id].cost > 0
+            assert attr(root, "model") == "kling-2.6/motion-control"
+            download = steps[-1]
+            assert attr(download, "bytes") == outcome.result.files[0].stat().st_size  # type: ignore[union-attr]
+        else:
+            assert names == STEPS[:-1]  # a failed task has nothing to download
+            assert root.status.status_code is StatusCode.ERROR
+            assert wait.status.status_code is StatusCode.ERROR
+    assert retried == 1  # the job whose createTask got the 429 says so on its span
+
+
+async def test_the_counters_match_the_simulators_own(
+    make_sim: SimFactory, otel: Otel, tmp_path: Path
+) -> None:
+    sim = await faulty_sim(make_sim)
+    outcomes = await run_batch(sim, tmp_path)
+    created = sim.tasks_created[sim.api_key]
+    assert created == JOBS
+    assert otel.total("tasks.created") == created
+    assert otel.total("tasks.created", model="kling-2.6/motion-control") == created
+    too_many = sum(1 for r in sim.requests if r.code == 429)
+    assert too_many == 1
+    assert otel.total("http.rate_limited") == too_many
+    assert otel.total("http.rate_limited", endpoint="createTask") == too_many
+    assert otel.total("retries", reason="RateLimitError") == too_many
+    assert otel.total("credits.consumed") == pytest.approx(sim.config.credits - sim.credits())
+    assert otel.total("credits.estimated") == JOBS * estimate_credits(10.0, "720p")
+    assert otel.total("tasks.finished", state="success") == JOBS - 1
+    assert otel.total("tasks.finished", state="fail") == 1
+    assert otel.total("submissions.unknown") == 0
+    # Each content is uploaded once (the jobs share it); each clip downloaded once.
+    assert otel.total("upload.bytes") == IMAGE.stat().st_size + VIDEO.stat().st_size
+    files = [f for o in outcomes if o.result is not None for f in o.result.files]
+    assert otel.total("download.bytes") == sum(f.stat().st_size for f in files) > 0
+    data = otel.data()
+    durations = data["kling_async.job.duration"]
+    assert durations[(("outcome", "ok"),)][0] == JOBS - 1
+    assert durations[(("outcome", "TaskFailedError"),)][0] == 1
+    for limiter in ("createTask", "recordInfo"):
+        assert otel.total("limiter.granted", limiter=limiter) == sim.count(limiter)
+        assert otel.total("limiter.wait", limiter=limiter) >= 0
+    # The 429 answer holds its slot a window: the retry waited for one.
+    assert otel.total("limiter.wait", limiter="createTask") > 0
+    assert data["kling_async.limiter.queue"] == {  # every request that queued got its slot
+        (("limiter", "createTask"),): 0,
+        (("limiter", "recordInfo"),): 0,
+    }
+
+
+async def test_the_key_is_in_nothing_exported_and_logs_name_the_job(
+    make_sim: SimFactory, otel: Otel, logs: Records, tmp_path: Path
+) -> None:
+    sim = await faulty_sim(make_sim)
+    outcomes = await run_batch(sim, tmp_path)
+    # Everything exported or logged, as text: spans (attributes, events, status), metrics
+    # (names, labels, values), log records (message, every attribute, the exception's text).
+    exported = [span.to_json() for span in otel.finished()]
+    data = otel.metrics.get_metrics_data()
+    assert data is not None
+    exported.append(data.to_json())
+    exported += [json.dumps(vars(r), default=repr) + r.getMessage() for r in logs.records]
+    assert len(exported) > 50
+    secret = sim.api_key.removeprefix("sk-sim-")  # the key, or its secret part alone
+    assert len(secret) >= 16
+    assert not [text for text in exported if sim.api_key in text or secret in text]
+
+    ours = [r for r in logs.records if r.name.startswith("kling_async")]
+    assert all(hasattr(r, "task_id") and hasattr(r, "job_key") for r in ours)
+    tasks = {o.task_id: o.job_key for o in outcomes}
+    for record in ours:
+        named = [t for t in tasks if t and t in record.getMessage()]
+        if named:  # a record about a task names it, and the job it belongs to, as fields
+            assert record.task_id == named[0], record.getMessage()  # type: ignore[attr-defined]
+            assert record.job_key == tasks[named[0]], record.getMessage()  # type: ignore[attr-defined]
+    lines = Counter(
+        r.job_key for r in ours if r.levelno == logging.INFO and r.getMessage().startswith("job ")
+    )  # type: ignore[attr-defined]
+    assert lines == Counter(o.job_key for o in outcomes)  # one INFO line per job outcome
+    requests = [r for r in ours if r.levelno == logging.DEBUG and " ms" in r.getMessage()]
+    assert len(requests) >= len(sim.requests) - 1  # a request whose answer was lost has none
+    retry = next(r for r in ours if r.getMessage().startswith("retrying createTask"))
+    assert retry.job_key in tasks.values()  # type: ignore[attr-defined]
+
+
+async def test_a_healthy_batch_logs_no_warning(
+    make_sim: SimFactory, otel: Otel, logs: Records, tmp_path: Path
+) -> None:
+    sim = await make_sim()
+    outcomes = await run_batch(sim, tmp_path, jobs=3)
+    assert all(o.ok for o in outcomes)
+    assert [r.getMessage() for r in logs.records if r.levelno >= logging.WARNING] == []
+    assert otel.total("tasks.finished", state="success") == 3
+
+
+async def test_the_cli_json_and_the_metrics_agree(
+    make_sim: SimFactory,
+    otel: Otel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sim = await make_sim(failure_rate=0.25, seed=FAILURE_SEED)
+    manifest = tmp_path / "jobs.csv"
+    rows = [f"{IMAGE},{VIDEO},clip-{i}" for i in range(JOBS)]
+    manifest.write_text("image,video,key\n" + "\n".join(rows) + "\n")
+    monkeypatch.setenv("KIE_API_KEY", sim.api_key)
+    args = ["batch", str(manifest), "--json", "--base-url", sim.base_url, "--out", str(tmp_path)]
+    code = await asyncio.to_thread(cli.main, args)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1  # one job failed
+    jobs = [e for e in events if "key" in e]
+    summary = next(e for e in events if "summary" in e)
+    assert len(jobs) == JOBS
+    assert otel.total("tasks.created") == len({e["task_id"] for e in jobs if e["task_id"]})
+    assert otel.total("tasks.finished", state="success") == summary["summary"]["ok"] == JOBS - 1
+    failed = summary["summary"].get("TaskFailedError", 0)
+    assert otel.total("tasks.finished", state="fail") == failed == 1
+    assert otel.total("credits.consumed") == summary["credits"] > 0
+    assert otel.total("submissions.unknown") == len(summary.get("unknown", [])) == 0
+    durations = otel.data()["kling_async.job.duration"]
+    assert sum(count for count, _ in durations.values()) == len(jobs)
+
+
+async def test_aiohttp_trace_configs_reach_the_library_session(
+    sim: Simulator, otel: Otel, tmp_path: Path
+) -> None:
+    # What an HTTP instrumentation sees: each request, inside the library's span of its step.
+    seen: list[tuple[str, str]] = []
+
+    async def on_start(_: Any, __: Any, params: aiohttp.TraceRequestStartParams) -> None:
+        from opentelemetry import trace
+
+        current = trace.get_current_span()
+        name = getattr(current, "name", "")
+        seen.append((params.url.path, name))
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(on_start)
+    async with session_for(sim, trace_configs=[tracing]) as kling:
+        result = await kling.generate(IMAGE, VIDEO, download_to=tmp_path)
+    assert result.files
+    # generate() is a job too: one root span, naming its task and what it cost.
+    (job,) = [s for s in otel.finished() if s.name == "kling_async.job"]
+    assert job.parent is None and attr(job, "task_id") == result.task.task_id
+    assert attr(job, "credits") == result.credits > 0
+    steps = dict(seen)
+    assert steps["/api/v1/jobs/createTask"] == "kling_async.createTask"
+    assert steps["/api/v1/jobs/recordInfo"] == "kling_async.wait"
+    assert steps["/api/file-stream-upload"] == "kling_async.upload"
+    assert any(name == "kling_async.download" for _, name in seen)
+    with pytest.raises(ConfigurationError):
+        async with aiohttp.ClientSession() as mine:
+            session_for(sim, http_session=mine, trace_configs=[tracing])
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    if sys.argv[1] == "blocked":
+        sys.modules["opentelemetry"] = None  # as if it were not installed
+    from kling_async.simulator import Simulator, SimulatorConfig
+
+    async def main():
+        async with Simulator(SimulatorConfig(time_scale=0.005)) as sim:
+            async with sim.session(retry_base=0.01) as kling:
+                result = await kling.generate(sys.argv[2], sys.argv[3])
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry") and sys.modules[m])
+        print(json.dumps({"state": result.task.state.value, "loaded": loaded}))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["blocked", "api"])
+async def test_without_the_sdk_a_job_runs_and_no_sdk_module_is_imported(how: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        how,
+        str(IMAGE),
+        str(VIDEO),
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
+    assert proc.returncode == 0, out.decode()
+    report = json.loads(out.decode().splitlines()[-1])
+    assert report["state"] == "success"
+    assert not [m for m in report["loaded"] if m.startswith("opentelemetry.sdk")]
+    if how == "blocked":
+        assert report["loaded"] == []
+    else:  # the API is used (its no-op providers answer), and nothing more
+        assert "opentelemetry.trace" in report["loaded"]
