@@ -18,7 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, overload
 
-from . import telemetry
 from .base import BaseClient
 from .downloads import check_video, choose_destination
 from .errors import (
@@ -276,7 +275,6 @@ class KlingClient(BaseClient):
         submission: Submission | None = None,
     ) -> str: ...
 
-    @telemetry.traced("createTask")
     async def create_task(
         self,
         inp: MotionControlInput | str,
@@ -367,7 +365,6 @@ class KlingClient(BaseClient):
                 0, f"recordInfo for {task_id} was not understood: {exc}", endpoint="recordInfo"
             ) from exc
 
-    @telemetry.traced("wait")
     async def wait_for_task(
         self,
         task_id: str,
@@ -402,7 +399,6 @@ class KlingClient(BaseClient):
         return parse_download_url(data)
 
     # -- uploads and downloads -----------------------------------------------------------------
-    @telemetry.traced("upload", medium="image")
     async def upload_image(
         self, path: str | os.PathLike[str], *, on_progress: OnProgress | None = None
     ) -> UploadedFile:
@@ -419,7 +415,6 @@ class KlingClient(BaseClient):
             path, upload_path=IMAGE_UPLOAD_PATH, file_name=None, on_progress=on_progress
         )
 
-    @telemetry.traced("upload", medium="video")
     async def upload_video(
         self,
         path: str | os.PathLike[str],
@@ -461,7 +456,6 @@ class KlingClient(BaseClient):
             raise ConfigurationError(f"not an absolute http(s) URL: {url!r}")
         return await self._uploader.upload_url(url, upload_path=upload_path, file_name=file_name)
 
-    @telemetry.traced("download")
     async def download(
         self,
         url_or_task: str | Task,

@@ -149,6 +149,7 @@ class Submitter:
         self._on_created(task_id)
         return task_id
 
+    @telemetry.traced("createTask")
     async def submit(
         self,
         body: dict[str, Any],

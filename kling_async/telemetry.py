@@ -191,8 +191,10 @@ def span(name: str, **attrs: Any) -> Any:
 def traced(
     name: str, **attrs: Any
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Decorate a coroutine function: each call runs in a span ``kling_async.NAME``."""
+    """Decorate a coroutine function: each call runs in a span ``kling_async.NAME``.
 
+    The span names the task its job is about, once the job knows it.
+    """
     full, cleaned = PREFIX + name, _clean(attrs)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -201,7 +203,11 @@ def traced(
             tracer = _get_tracer()
             if tracer is None:
                 return await fn(*args, **kwargs)
-            with _Active(tracer.start_span(full, attributes=cleaned)):
+            scope = _scope.get()
+            named = cleaned
+            if scope is not None and scope.task_id is not None:
+                named = {**cleaned, PREFIX + "task_id": scope.task_id}
+            with _Active(tracer.start_span(full, attributes=named)):
                 return await fn(*args, **kwargs)
 
         return wrapper

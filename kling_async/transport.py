@@ -282,6 +282,7 @@ class HttpTransport:
             total=total, sock_connect=self._request_timeout, sock_read=self._request_timeout
         )
 
+    @telemetry.traced("download")
     async def fetch_to_file(
         self,
         url: str,

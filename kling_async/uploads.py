@@ -134,6 +134,7 @@ class Uploader:
             self._digests.pop(identity, None)
             raise
 
+    @telemetry.traced("upload")
     async def upload_path(
         self,
         path: Path,
@@ -149,6 +150,7 @@ class Uploader:
         from a task of this caller's, never inside the upload: a slow one hears fewer reports
         (the last always, before this returns) and holds up no one.
         """
+        telemetry.annotate(upload_path=upload_path)
         try:
             return await self._upload_path(path, upload_path, file_name, on_progress)
         except OSError as exc:

@@ -111,6 +111,7 @@ class TaskWaiter:
                 sleeper.cancel()
         return heard.result() if heard.done() and not heard.cancelled() else None
 
+    @telemetry.traced("wait")
     async def wait_owned(
         self, task_id: str, timeout: float | None, on_update: OnUpdate | None
     ) -> Task:

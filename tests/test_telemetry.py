@@ -25,6 +25,7 @@ from opentelemetry.trace import StatusCode
 
 from kling_async import ConfigurationError, Job, JobOutcome, TaskFailedError, cli, telemetry
 from kling_async.rules import estimate_credits
+from kling_async.settings import IMAGE_UPLOAD_PATH, VIDEO_UPLOAD_PATH
 from kling_async.simulator import FaultConfig, Simulator
 
 from .conftest import MEDIA, SimFactory, session_for
@@ -151,8 +152,8 @@ async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_
         assert attr(root, "mode") == "720p"
         steps = children(spans, root)
         names = [s.name.removeprefix("kling_async.") for s in steps]
-        media = sorted(attr(s, "medium") for s in steps if s.name == "kling_async.upload")
-        assert media == ["image", "video"]
+        media = sorted(attr(s, "upload_path") for s in steps if s.name == "kling_async.upload")
+        assert media == [IMAGE_UPLOAD_PATH, VIDEO_UPLOAD_PATH]
         create = next(s for s in steps if s.name == "kling_async.createTask")
         wait = next(s for s in steps if s.name == "kling_async.wait")
         assert attr(create, "task_id") == attr(wait, "task_id") == outcome.task_id
@@ -174,6 +175,7 @@ async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_
             assert attr(root, "credits") == sim.tasks[outcome.task_id].cost > 0
             assert attr(root, "model") == "kling-2.6/motion-control"
             download = steps[-1]
+            assert attr(download, "task_id") == outcome.task_id
             assert attr(download, "bytes") == outcome.result.files[0].stat().st_size  # type: ignore[union-attr]
         else:
             assert names == STEPS[:-1]  # a failed task has nothing to download
