@@ -335,6 +335,8 @@ _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("kling_sc
 def note_task(task_id: str, **attrs: Any) -> None:
     """The running job (or wait) is about ``task_id``: logs and the job's span say so from now."""
     scope = _scope.get()
+    if scope is not None and scope.task_id == task_id and not attrs:
+        return  # known already: the spans of the job's steps were started with it (``traced``)
     cleaned = _clean({"task_id": task_id, **attrs})
     if scope is None:
         _scope.set(_Scope(None, task_id))
