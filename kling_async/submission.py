@@ -144,9 +144,11 @@ class Submitter:
             raise
         sub.task_id = task_id
         sub.sent = False
+        # The creation is recorded before anything else is done (telemetry included): the task
+        # exists and is paid for, whatever happens next.
+        self._on_created(task_id)
         telemetry.note_task(task_id, model=body.get("model"))
         telemetry.count("tasks.created", model=str(body.get("model")))
-        self._on_created(task_id)
         return task_id
 
     @telemetry.traced("createTask")

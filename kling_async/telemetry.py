@@ -88,6 +88,15 @@ _gauges: dict[str, list[tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
 # Totals of the tallied counters, by labels, since the meter provider in use was configured.
 _tallies: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
 _tally_lock = threading.Lock()
+# Where telemetry itself failed (an SDK, a processor, an exporter raising): each is logged once.
+_failed: set[str] = set()
+
+
+def _trouble(where: str, exc: BaseException) -> None:
+    """Telemetry failed at ``where``: say so once, at DEBUG; the job never hears of it."""
+    if where not in _failed:
+        _failed.add(where)
+        log.debug("telemetry failed in %s (ignored from now on): %r", where, exc)
 
 
 def _otel() -> tuple[Any, Any, Any] | None:
@@ -97,6 +106,9 @@ def _otel() -> tuple[Any, Any, Any] | None:
         try:
             from opentelemetry import context, metrics, trace
         except ImportError:
+            return None
+        except Exception as exc:  # a broken install: no telemetry, never a failed job
+            _trouble("import", exc)
             return None
         _api = (trace, metrics, context)
     return _api
@@ -110,7 +122,10 @@ def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> Non
     _instruments = _global_instruments if meter_provider is None else {}
     _tallies.clear()  # a new provider counts from now
     for name in _gauges:
-        _instrument(name)
+        try:
+            _instrument(name)
+        except Exception as exc:
+            _trouble("meter", exc)
 
 
 def _get_tracer() -> Any:
@@ -165,27 +180,43 @@ class _Active:
 
     def __enter__(self) -> Any:
         trace, _, context = _api  # type: ignore[misc]  # set: a span exists
-        self._token = context.attach(trace.set_span_in_context(self._span))
+        try:
+            self._token = context.attach(trace.set_span_in_context(self._span))
+        except Exception as exc:
+            _trouble("span start", exc)
         return self._span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         trace, _, context = _api  # type: ignore[misc]
-        context.detach(self._token)
-        # As OpenTelemetry's own: a cancellation (a BaseException) is no error of the step.
-        if isinstance(exc, Exception) and self._span.is_recording():
-            self._span.record_exception(exc)
-            self._span.set_status(
-                trace.Status(trace.StatusCode.ERROR, f"{exc_type.__name__}: {exc}")
-            )
-        self._span.end()
+        try:
+            if self._token is not None:
+                context.detach(self._token)
+            # As OpenTelemetry's own: a cancellation (a BaseException) is no error of the step;
+            # it is marked so it is not mistaken for a step that ended well.
+            if self._span.is_recording():
+                if isinstance(exc, Exception):
+                    self._span.record_exception(exc)
+                    self._span.set_status(
+                        trace.Status(trace.StatusCode.ERROR, f"{exc_type.__name__}: {exc}")
+                    )
+                elif exc is not None:
+                    self._span.set_attribute(PREFIX + "outcome", "cancelled")
+                    self._span.add_event("cancelled")
+            self._span.end()
+        except Exception as failure:  # the span's processors or exporters: never the job's
+            _trouble("span end", failure)
 
 
 def span(name: str, **attrs: Any) -> Any:
     """A context manager: a span ``kling_async.NAME`` (a child of the current one) while open."""
-    tracer = _get_tracer()
-    if tracer is None:
+    try:
+        tracer = _get_tracer()
+        if tracer is None:
+            return _NO_SPAN
+        return _Active(tracer.start_span(PREFIX + name, attributes=_clean(attrs)))
+    except Exception as exc:
+        _trouble("span start", exc)
         return _NO_SPAN
-    return _Active(tracer.start_span(PREFIX + name, attributes=_clean(attrs)))
 
 
 def traced(
@@ -200,14 +231,19 @@ def traced(
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            tracer = _get_tracer()
-            if tracer is None:
-                return await fn(*args, **kwargs)
-            scope = _scope.get()
-            named = cleaned
-            if scope is not None and scope.task_id is not None:
-                named = {**cleaned, PREFIX + "task_id": scope.task_id}
-            with _Active(tracer.start_span(full, attributes=named)):
+            try:
+                tracer = _get_tracer()
+                opened: Any = _NO_SPAN
+                if tracer is not None:
+                    scope = _scope.get()
+                    named = cleaned
+                    if scope is not None and scope.task_id is not None:
+                        named = {**cleaned, PREFIX + "task_id": scope.task_id}
+                    opened = _Active(tracer.start_span(full, attributes=named))
+            except Exception as exc:
+                _trouble("span start", exc)
+                opened = _NO_SPAN
+            with opened:
                 return await fn(*args, **kwargs)
 
         return wrapper
@@ -224,16 +260,22 @@ def _current_span() -> Any:
 
 def annotate(**attrs: Any) -> None:
     """Set attributes on the current span, if one is recording."""
-    current = _current_span()
-    if current is not None:
-        current.set_attributes(_clean(attrs))
+    try:
+        current = _current_span()
+        if current is not None:
+            current.set_attributes(_clean(attrs))
+    except Exception as exc:
+        _trouble("annotate", exc)
 
 
 def event(name: str, **attrs: Any) -> None:
     """Add an event to the current span, if one is recording."""
-    current = _current_span()
-    if current is not None:
-        current.add_event(name, _clean(attrs))
+    try:
+        current = _current_span()
+        if current is not None:
+            current.add_event(name, _clean(attrs))
+    except Exception as exc:
+        _trouble("event", exc)
 
 
 def _instrument(name: str) -> Any:
@@ -288,7 +330,10 @@ def count(name: str, n: float = 1, **labels: str) -> None:
     if not n or _otel() is None:
         return
     if name not in _instruments:
-        _instrument(name)
+        try:
+            _instrument(name)
+        except Exception as exc:  # the tally is kept: a later provider may read it
+            _trouble("meter", exc)
     key = tuple(labels.items())
     with _tally_lock:  # event loops of several threads may count at once
         totals = _tallies.setdefault(name, {})
@@ -306,14 +351,20 @@ def watch(name: str, source: object, attribute: str, **labels: str) -> None:
     sources = _gauges.setdefault(name, [])
     sources[:] = [entry for entry in sources if entry[0]() is not None]
     sources.append((weakref.ref(source), attribute, labels))
-    _instrument(name)
+    try:
+        _instrument(name)
+    except Exception as exc:
+        _trouble("meter", exc)
 
 
 def record(name: str, value: float, **labels: str) -> None:
     """Record ``value`` in the histogram ``kling_async.NAME`` (one of :data:`METRICS`)."""
-    instrument = _instrument(name)
-    if instrument is not None:
-        instrument.record(value, labels or None)
+    try:
+        instrument = _instrument(name)
+        if instrument is not None:
+            instrument.record(value, labels or None)
+    except Exception as exc:
+        _trouble("record", exc)
 
 
 # -- which job and task a log record (or a span) is about ------------------------------------------
@@ -334,6 +385,13 @@ _scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("kling_sc
 
 def note_task(task_id: str, **attrs: Any) -> None:
     """The running job (or wait) is about ``task_id``: logs and the job's span say so from now."""
+    try:
+        _note_task(task_id, attrs)
+    except Exception as exc:
+        _trouble("note_task", exc)
+
+
+def _note_task(task_id: str, attrs: dict[str, Any]) -> None:
     scope = _scope.get()
     if scope is not None and scope.task_id == task_id and not attrs:
         return  # known already: the spans of the job's steps were started with it (``traced``)
@@ -411,20 +469,26 @@ class JobScope:
 
     def __enter__(self) -> JobScope:
         self._started = time.monotonic()
-        tracer = _get_tracer()
-        if tracer is not None:
-            attrs = _clean({"job_key": self.scope.job_key, **self._attrs})
-            self._span = _Active(tracer.start_span(PREFIX + "job", attributes=attrs))
-            self.scope.span = self._span.__enter__()
+        try:
+            tracer = _get_tracer()
+            if tracer is not None:
+                attrs = _clean({"job_key": self.scope.job_key, **self._attrs})
+                self._span = _Active(tracer.start_span(PREFIX + "job", attributes=attrs))
+                self.scope.span = self._span.__enter__()
+        except Exception as exc:
+            _trouble("span start", exc)
         self._token = _scope.set(self.scope)
         return self
 
     def finished(self, task_id: str, credits: float | None, **attrs: Any) -> None:
         """The job ended with its task ``task_id`` done, having cost ``credits``."""
         self.scope.task_id = task_id
-        current = self.scope.span
-        if current is not None and current.is_recording():
-            current.set_attributes(_clean({"task_id": task_id, "credits": credits, **attrs}))
+        try:
+            current = self.scope.span
+            if current is not None and current.is_recording():
+                current.set_attributes(_clean({"task_id": task_id, "credits": credits, **attrs}))
+        except Exception as exc:
+            _trouble("annotate", exc)
 
     def __exit__(
         self,
@@ -433,18 +497,23 @@ class JobScope:
         tb: TracebackType | None,
     ) -> None:
         scope = self.scope
-        if exc is not None:
-            scope.task_id = scope.task_id or getattr(exc, "task_id", None)
-            if scope.span is not None and scope.span.is_recording() and scope.task_id:
-                scope.span.set_attribute(PREFIX + "task_id", scope.task_id)
-        outcome = "ok" if exc is None else type(exc).__name__
-        record("job.duration", time.monotonic() - self._started, outcome=outcome)
-        # One line per job outcome: a job that failed is news, not a fault of the library.
-        if exc is None:
-            log.info("job %s: done, task %s", scope.job_key, scope.task_id)
-        else:
-            log.info("job %s: %s: %s", scope.job_key, outcome, exc)
-        if self._token is not None:
-            _scope.reset(self._token)
-        if self._span is not None:
-            self._span.__exit__(exc_type, exc, tb)
+        try:
+            if exc is not None:
+                scope.task_id = scope.task_id or getattr(exc, "task_id", None)
+                if scope.span is not None and scope.span.is_recording() and scope.task_id:
+                    scope.span.set_attribute(PREFIX + "task_id", scope.task_id)
+            outcome = "ok" if exc is None else type(exc).__name__
+            record("job.duration", time.monotonic() - self._started, outcome=outcome)
+            # One line per job outcome: a job that failed is news, not a fault of the library.
+            if exc is None:
+                log.info("job %s: done, task %s", scope.job_key, scope.task_id)
+            else:
+                log.info("job %s: %s: %s", scope.job_key, outcome, exc)
+        except Exception as failure:
+            _trouble("job end", failure)
+        finally:
+            # Whatever failed above, the context is left as it was found and the span ended.
+            if self._token is not None:
+                _scope.reset(self._token)
+            if self._span is not None:
+                self._span.__exit__(exc_type, exc, tb)
