@@ -83,8 +83,12 @@ _tracer: Any = None
 # to the SDK); those of a configured provider, as long as it is configured.
 _global_instruments: dict[str, Any] = {}
 _instruments = _global_instruments
-# What each gauge reads when metrics are collected: (object, weakly; its attribute; labels).
-_gauges: dict[str, list[tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
+# What each gauge reads when metrics are collected, by the id of the object read: (the object,
+# weakly; its attribute; labels). Keyed by the object, so one shared by many sessions counts once;
+# an entry goes when its object does. By id, since an object given by the user may not hash.
+_gauges: dict[str, dict[int, tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
+# Sessions may be opened in several threads while the SDK collects in its own.
+_gauge_lock = threading.Lock()
 # Totals of the tallied counters, by labels, since the meter provider in use was configured.
 _tallies: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
 _tally_lock = threading.Lock()
@@ -121,7 +125,7 @@ def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> Non
     _tracer = None
     _instruments = _global_instruments if meter_provider is None else {}
     _tallies.clear()  # a new provider counts from now
-    for name in _gauges:
+    for name in list(_gauges):
         try:
             _instrument(name)
         except Exception as exc:
@@ -302,15 +306,14 @@ def _instrument(name: str) -> Any:
 
 def _reader(name: str, observation: Any) -> Callable[[Any], list[Any]]:
     def read(_: Any) -> list[Any]:
+        with _gauge_lock:
+            entries = list(_gauges.get(name, {}).values())
         totals: dict[tuple[tuple[str, str], ...], float] = {}
-        live = []
-        for ref, attribute, labels in _gauges.get(name, []):
+        for ref, attribute, labels in entries:
             source = ref()
             if source is not None:
-                live.append((ref, attribute, labels))
                 key = tuple(sorted(labels.items()))
                 totals[key] = totals.get(key, 0) + getattr(source, attribute)
-        _gauges[name] = live
         return [observation(value, dict(key)) for key, value in totals.items()]
 
     return read
@@ -344,13 +347,23 @@ def watch(name: str, source: object, attribute: str, **labels: str) -> None:
     """Report ``source.ATTRIBUTE`` as the gauge ``kling_async.NAME`` (summed by labels).
 
     Read only when metrics are collected: nothing is spent per change. ``source`` is held
-    weakly, and forgotten once it is gone.
+    weakly, and forgotten once it is gone; watched again (a limiter shared by several
+    sessions), it is still read once.
     """
     if _otel() is None:
         return
-    sources = _gauges.setdefault(name, [])
-    sources[:] = [entry for entry in sources if entry[0]() is not None]
-    sources.append((weakref.ref(source), attribute, labels))
+    try:
+        ref = weakref.ref(source)
+    except TypeError as exc:  # an object that cannot be held weakly: not watched
+        _trouble("watch", exc)
+        return
+    with _gauge_lock:
+        # The objects gone are dropped here (no weakref callback: one could run in the middle
+        # of this, from the garbage collector, on this very thread).
+        sources = _gauges.setdefault(name, {})
+        for dead in [k for k, entry in sources.items() if entry[0]() is None]:
+            del sources[dead]
+        sources[id(source)] = (ref, attribute, labels)
     try:
         _instrument(name)
     except Exception as exc:

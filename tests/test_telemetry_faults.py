@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from kling_async import Job, telemetry
+from kling_async import Job, KlingSession, telemetry
 from kling_async.journal import SUCCEEDED
+from kling_async.ratelimit import RateLimiter
+from kling_async.settings import DEFAULT_CREATE_LIMIT
 
 from .conftest import MEDIA, SimFactory, session_for
 from .test_money_safety import journal_statuses, run_all
@@ -82,3 +87,33 @@ async def test_telemetry_that_raises_costs_no_job_and_no_second_task(
         again = await run_all(kling, jobs, journal=journal)
     assert {o.job_key: o.task_id for o in again} == {o.job_key: o.task_id for o in outcomes}
     assert sim.tasks_created[sim.api_key] == 4
+
+
+async def test_a_limiter_shared_by_many_sessions_is_counted_once() -> None:
+    reader = InMemoryMetricReader()
+    metering = MeterProvider(metric_readers=[reader])
+    telemetry.configure(meter_provider=metering)
+    try:
+        shared = RateLimiter(DEFAULT_CREATE_LIMIT)
+        for _ in range(50):  # e.g. a bot opening a session per command, sharing its limiter
+            async with KlingSession("sk-abcdefabcdefabcdef", create_limiter=shared):
+                pass
+        shared.waiting = 1  # one request queued right now
+        gc.collect()  # the sessions' own (recordInfo) limiters are gone
+        async with KlingSession("sk-abcdefabcdefabcdef", create_limiter=shared):
+            queued = {}
+            data = reader.get_metrics_data()
+            assert data is not None
+            for resource in data.resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name == "kling_async.limiter.queue":
+                            for p in metric.data.data_points:
+                                queued[p.attributes["limiter"]] = p.value
+            assert queued == {"createTask": 1, "recordInfo": 0}
+            # The registry holds what is alive: the shared limiter and this session's own.
+            assert len(telemetry._gauges["limiter.queue"]) == 2
+        shared.waiting = 0
+    finally:
+        telemetry.configure()
+        metering.shutdown()
