@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextvars
 import hashlib
 import os
 from collections.abc import Awaitable, Callable
@@ -261,6 +262,8 @@ class Uploader:
                 flight = self._in_flight.get(key)
                 if flight is None or flight.task.cancelled():
                     flight = self._start_flight(key, send)
+                else:  # its step span says so: the work (and its retries) is in upload.send
+                    telemetry.annotate(shared=True)
                 flight.waiters += 1
                 flight.listeners.append(relay.offer)
                 try:
@@ -282,7 +285,11 @@ class Uploader:
 
     def _start_flight(self, key: tuple[str, int, str], send: Send) -> _Flight:
         flight = _Flight()
-        flight.task = asyncio.create_task(self._send_and_keep(key, send, flight.report))
+        # The upload is every caller's, not the first one's: it runs in a context of its own,
+        # so its logs name no job and its span (``upload.send``) is no child of one job's.
+        flight.task = asyncio.create_task(
+            self._send_and_keep(key, send, flight.report), context=contextvars.Context()
+        )
         self._in_flight[key] = flight
 
         def ended(_: asyncio.Task[UploadedFile]) -> None:
@@ -301,9 +308,11 @@ class Uploader:
         """A whole upload must end: the request timeout, plus its size at the least rate."""
         return self._grace + size / self._min_rate
 
+    @telemetry.traced("upload.send")
     async def _send_and_keep(
         self, key: tuple[str, int, str], send: Send, progress: Meter
     ) -> UploadedFile:
+        telemetry.annotate(upload_path=key[2], size=key[1])
         uploaded = await send(progress)
         self._cache[key] = uploaded
         _trim(self._cache)

@@ -73,6 +73,11 @@ class Otel:
 
 @pytest.fixture
 def otel() -> Iterator[Otel]:
+    yield from in_memory()
+
+
+def in_memory() -> Iterator[Otel]:
+    """OpenTelemetry's SDK, in memory, in use by the library until the generator ends."""
     spans = InMemorySpanExporter()
     tracing = TracerProvider()
     tracing.add_span_processor(SimpleSpanProcessor(spans))
@@ -100,6 +105,11 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def logs() -> Iterator[Records]:
+    yield from recording()
+
+
+def recording() -> Iterator[Records]:
+    """Every log record, kept until the generator ends."""
     handler = Records()
     root = logging.getLogger()
     level = root.level
@@ -321,7 +331,7 @@ async def test_aiohttp_trace_configs_reach_the_library_session(
     steps = dict(seen)
     assert steps["/api/v1/jobs/createTask"] == "kling_async.createTask"
     assert steps["/api/v1/jobs/recordInfo"] == "kling_async.wait"
-    assert steps["/api/file-stream-upload"] == "kling_async.upload"
+    assert steps["/api/file-stream-upload"] == "kling_async.upload.send"
     assert any(name == "kling_async.download" for _, name in seen)
     with pytest.raises(ConfigurationError):
         async with aiohttp.ClientSession() as mine:

@@ -16,12 +16,24 @@ from kling_async import Job, KlingSession, telemetry
 from kling_async.journal import SUCCEEDED
 from kling_async.ratelimit import RateLimiter
 from kling_async.settings import DEFAULT_CREATE_LIMIT
+from kling_async.simulator import FaultConfig
 
 from .conftest import MEDIA, SimFactory, session_for
 from .test_money_safety import journal_statuses, run_all
+from .test_telemetry import Otel, Records, in_memory, recording
 
 IMAGE = MEDIA / "portrait.png"
 VIDEO = MEDIA / "d10.0.mp4"
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    yield from in_memory()
+
+
+@pytest.fixture
+def logs() -> Iterator[Records]:
+    yield from recording()
 
 
 class Raising(SpanProcessor):
@@ -117,3 +129,24 @@ async def test_a_limiter_shared_by_many_sessions_is_counted_once() -> None:
     finally:
         telemetry.configure()
         metering.shutdown()
+
+
+async def test_an_upload_shared_by_jobs_claims_none_of_them(
+    make_sim: SimFactory, otel: Otel, logs: Records
+) -> None:
+    # Every upload fails: each content is tried (and retried) once, for the three jobs at once.
+    faults = FaultConfig(error_500=1.0, endpoints=frozenset({"streamUpload"}), seed=1)
+    sim = await make_sim(faults=faults)
+    jobs = [Job(IMAGE, VIDEO, key=f"clip-{i}") for i in range(3)]
+    async with session_for(sim, retry_cap=0.02, max_retries=2) as kling:
+        outcomes = await run_all(kling, jobs)
+    assert all(o.error is not None for o in outcomes)
+    retries = [r for r in logs.records if r.getMessage().startswith("retrying")]
+    assert retries and all(r.job_key is None for r in retries)  # type: ignore[attr-defined]
+    spans = otel.finished()
+    sends = [s for s in spans if s.name == "kling_async.upload.send"]
+    assert sends and all(s.parent is None for s in sends)  # no one job's child
+    assert sum(1 for s in sends for e in s.events if e.name == "retry") == len(retries)
+    uploads = [s for s in spans if s.name == "kling_async.upload"]
+    assert uploads and not [e for s in uploads for e in s.events if e.name == "retry"]
+    assert any(s.attributes and s.attributes.get("kling_async.shared") for s in uploads)
