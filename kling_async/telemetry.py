@@ -51,9 +51,19 @@ PREFIX = "kling_async."
 #: dict update, not a trip through the SDK, and most are made per request.
 METRICS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "tasks.created": ("counter", "{task}", "Tasks created (createTask gave a task id)", ("model",)),
-    "tasks.finished": ("counter", "{task}", "Tasks seen to end, by state", ("state",)),
+    "tasks.finished": (
+        "counter",
+        "{task}",
+        "Tasks seen to end, by state and origin (created by this session, or resumed)",
+        ("state", "origin"),
+    ),
     "credits.estimated": ("counter", "{credit}", "Estimated credits of the tasks created", ()),
-    "credits.consumed": ("counter", "{credit}", "Credits the service says tasks consumed", ()),
+    "credits.consumed": (
+        "counter",
+        "{credit}",
+        "Credits the service says tasks consumed, by origin (created, or resumed)",
+        ("origin",),
+    ),
     "http.rate_limited": ("counter", "{response}", "429 answers received", ("endpoint",)),
     "retries": ("counter", "{retry}", "Requests tried again, by reason (the error)", ("reason",)),
     "submissions.unknown": ("counter", "{call}", "createTask calls with an unknown outcome", ()),

@@ -154,6 +154,9 @@ class TaskWaiter:
         started = self._clock()
         deadline = None if timeout is None else started + timeout
         since = self._created_at.get(task_id, started)
+        # A task this session created, or one it only waits for (a rerun resuming it, say): the
+        # metrics keep them apart, as the CLI's summary keeps this run's credits apart.
+        origin = "created" if task_id in self._created_at else "resumed"
         schedule = self.poll if self.webhook is None else self.fallback_poll
         heard = self.webhook.subscribe(task_id) if self.webhook is not None else None
         polls = 0
@@ -196,7 +199,7 @@ class TaskWaiter:
                         failed = Task(
                             task_id, TaskState.FAIL, fail_code=str(exc.code), fail_msg=exc.message
                         )
-                        telemetry.count("tasks.finished", state="fail")
+                        telemetry.count("tasks.finished", state="fail", origin=origin)
                         raise TaskFailedError(failed) from exc
                     except KlingError as exc:
                         if not is_no_news(exc):
@@ -227,8 +230,10 @@ class TaskWaiter:
                     if changed and on_update is not None:
                         await self._tell(on_update, task)
                     if task.state.is_terminal:
-                        telemetry.count("tasks.finished", state=task.state.value)
-                        telemetry.count("credits.consumed", task.credits_consumed or 0)
+                        telemetry.count("tasks.finished", state=task.state.value, origin=origin)
+                        telemetry.count(
+                            "credits.consumed", task.credits_consumed or 0, origin=origin
+                        )
                         if task.state.value == "fail":
                             raise TaskFailedError(task)
                         if task_id in self._created_at:

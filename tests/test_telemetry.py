@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,12 +24,21 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from kling_async import ConfigurationError, Job, JobOutcome, TaskFailedError, cli, telemetry
+from kling_async import (
+    ConfigurationError,
+    Job,
+    JobEvent,
+    JobEventKind,
+    JobOutcome,
+    TaskFailedError,
+    cli,
+    telemetry,
+)
 from kling_async.rules import estimate_credits
 from kling_async.settings import IMAGE_UPLOAD_PATH, VIDEO_UPLOAD_PATH
 from kling_async.simulator import FaultConfig, Simulator
 
-from .conftest import MEDIA, SimFactory, session_for
+from .conftest import MEDIA, SimFactory, eventually, session_for
 
 IMAGE = MEDIA / "portrait.png"
 VIDEO = MEDIA / "d10.0.mp4"
@@ -284,12 +294,37 @@ async def test_the_cli_json_and_the_metrics_agree(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    sim = await make_sim(failure_rate=0.25, seed=FAILURE_SEED)
+    # Tasks take 4 s (real) here: the first run is left (as with Ctrl-C) once two are created.
+    sim = await make_sim(failure_rate=0.25, seed=FAILURE_SEED, time_scale=0.04)
+    journal = tmp_path / "jobs.sqlite"
+    created: set[str] = set()
+
+    def on_event(event: JobEvent) -> None:
+        if event.kind is JobEventKind.CREATED:
+            created.add(event.job_key)
+
+    async with (
+        session_for(sim) as kling,
+        kling.generate_many(
+            [Job(IMAGE, VIDEO, key=f"clip-{i}") for i in range(2)],
+            journal=journal,
+            on_event=on_event,
+        ) as outcomes,
+    ):
+        first = asyncio.ensure_future(anext(outcomes))  # the jobs run while it is awaited
+        await eventually(lambda: len(created) == 2)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+    earlier = {"finished": otel.total("tasks.finished"), "credits": otel.total("credits.consumed")}
+    assert earlier == {"finished": 0, "credits": 0}  # both left unfinished
+
     manifest = tmp_path / "jobs.csv"
     rows = [f"{IMAGE},{VIDEO},clip-{i}" for i in range(JOBS)]
     manifest.write_text("image,video,key\n" + "\n".join(rows) + "\n")
     monkeypatch.setenv("KIE_API_KEY", sim.api_key)
     args = ["batch", str(manifest), "--json", "--base-url", sim.base_url, "--out", str(tmp_path)]
+    args += ["--journal", str(journal)]
     code = await asyncio.to_thread(cli.main, args)
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1  # one job failed
@@ -300,10 +335,16 @@ async def test_the_cli_json_and_the_metrics_agree(
     assert otel.total("tasks.finished", state="success") == summary["summary"]["ok"] == JOBS - 1
     failed = summary["summary"].get("TaskFailedError", 0)
     assert otel.total("tasks.finished", state="fail") == failed == 1
-    assert otel.total("credits.consumed") == summary["credits"] > 0
+    assert otel.total("tasks.finished", origin="resumed") == 2  # the first run's two tasks
+    assert otel.total("tasks.finished", origin="created") == JOBS - 2
+    # This run's credits, and those of the tasks earlier runs created, as the CLI tells them.
+    assert otel.total("credits.consumed", origin="created") == summary["credits"] > 0
+    resumed = otel.total("credits.consumed", origin="resumed")
+    assert resumed == summary["credits_earlier_runs"]
+    assert otel.total("credits.consumed") == pytest.approx(sim.config.credits - sim.credits())
     assert otel.total("submissions.unknown") == len(summary.get("unknown", [])) == 0
     durations = otel.data()["kling_async.job.duration"]
-    assert sum(count for count, _ in durations.values()) == len(jobs)
+    assert sum(count for count, _ in durations.values()) == len(jobs) + 2  # with the two left
 
 
 async def test_aiohttp_trace_configs_reach_the_library_session(
