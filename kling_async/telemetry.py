@@ -7,8 +7,9 @@ chooses its SDK, exporters and HTTP instrumentation (aiohttp's ``TraceConfig``, 
 
 Spans: ``kling_async.job`` for each job (``generate`` and each job of ``generate_many``), with
 children ``kling_async.validate``, ``.upload``, ``.createTask``, ``.wait`` (each change of state
-an event) and ``.download``. Metrics are listed in :data:`METRICS`. Log records of the
-``kling_async`` loggers carry ``task_id`` and ``job_key`` (None when unknown) as attributes, taken
+an event) and ``.download``; an upload shared by jobs is sent in a root ``.upload.send``. Metrics
+are listed in :data:`METRICS`. Nothing here raises into a job: an SDK's (or processor's, or
+exporter's) error is logged once at DEBUG. Log records of the ``kling_async`` loggers carry ``task_id`` and ``job_key`` (None when unknown) as attributes, taken
 from the job or wait they are logged in; the API key is never given to any of these.
 
 Bounds: no aiohttp, no I/O, nothing of the library below it: every layer may call it.
@@ -48,22 +49,13 @@ __all__ = [
 PREFIX = "kling_async."
 #: The library's metrics: name (after ``PREFIX``) -> (kind, unit, description, labels). Counters
 #: are tallied here and read by the SDK when it collects (observable counters): a count costs a
-#: dict update, not a trip through the SDK, and most are made per request.
+#: dict update, not a trip through the SDK, and most are made per request. ``origin``: a task
+#: ``created`` by this session, or ``resumed`` (only waited for: a rerun's, say).
 METRICS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "tasks.created": ("counter", "{task}", "Tasks created (createTask gave a task id)", ("model",)),
-    "tasks.finished": (
-        "counter",
-        "{task}",
-        "Tasks seen to end, by state and origin (created by this session, or resumed)",
-        ("state", "origin"),
-    ),
+    "tasks.finished": ("counter", "{task}", "Tasks seen to end", ("state", "origin")),
     "credits.estimated": ("counter", "{credit}", "Estimated credits of the tasks created", ()),
-    "credits.consumed": (
-        "counter",
-        "{credit}",
-        "Credits the service says tasks consumed, by origin (created, or resumed)",
-        ("origin",),
-    ),
+    "credits.consumed": ("counter", "{credit}", "Credits tasks consumed", ("origin",)),
     "http.rate_limited": ("counter", "{response}", "429 answers received", ("endpoint",)),
     "retries": ("counter", "{retry}", "Requests tried again, by reason (the error)", ("reason",)),
     "submissions.unknown": ("counter", "{call}", "createTask calls with an unknown outcome", ()),
@@ -448,9 +440,15 @@ class _JobFields(logging.Filter):
 
 
 _FIELDS = _JobFields()
-for _name in ("kling_async", "kling_async.webhooks"):
-    if _FIELDS not in logging.getLogger(_name).filters:
-        logging.getLogger(_name).addFilter(_FIELDS)
+# A logger's filters see only what is logged to it, not to its children: each logger of the
+# library gets it (the simulator's by name: it imports nothing of the client), and so does any
+# ``kling_async.*`` logger made before this (formatters naming the fields need them on all).
+_LOGGERS = ("kling_async", "kling_async.webhooks", "kling_async.simulator")
+_made = [name for name in list(logging.root.manager.loggerDict) if name.startswith(PREFIX)]
+for _name in (*_LOGGERS, *_made):
+    _logger = logging.getLogger(_name)
+    if _FIELDS not in _logger.filters:
+        _logger.addFilter(_FIELDS)
 
 
 def traced_job(

@@ -312,6 +312,8 @@ class HttpTransport:
                     url, timeout=self._idle, allow_redirects=True, headers=headers
                 ) as answer:
                     if answer.status != 200:
+                        if answer.status == 429:  # counted as the service's own 429s are
+                            telemetry.count("http.rate_limited", endpoint="download")
                         raise api_error_for(
                             answer.status,
                             f"download failed: HTTP {answer.status}",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
@@ -18,7 +21,7 @@ from kling_async.ratelimit import RateLimiter
 from kling_async.settings import DEFAULT_CREATE_LIMIT
 from kling_async.simulator import FaultConfig
 
-from .conftest import MEDIA, SimFactory, session_for
+from .conftest import MEDIA, SimFactory, eventually, serve, session_for
 from .test_money_safety import journal_statuses, run_all
 from .test_telemetry import Otel, Records, in_memory, recording
 
@@ -150,3 +153,47 @@ async def test_an_upload_shared_by_jobs_claims_none_of_them(
     uploads = [s for s in spans if s.name == "kling_async.upload"]
     assert uploads and not [e for s in uploads for e in s.events if e.name == "retry"]
     assert any(s.attributes and s.attributes.get("kling_async.shared") for s in uploads)
+
+
+async def test_downloads_answered_429_are_counted(otel: Otel, tmp_path: Path) -> None:
+    # A file host (not the API) that answers its first request HTTP 429, then the clip.
+    answered: list[int] = []
+
+    async def clip(request: web.Request) -> web.StreamResponse:
+        if not answered:
+            answered.append(429)
+            return web.Response(status=429, text="slow down")
+        answered.append(200)
+        return web.FileResponse(VIDEO)
+
+    app = web.Application()
+    app.router.add_get("/clip.mp4", clip)
+    async with serve(app) as base, KlingSession("key", retry_base=0.01, retry_cap=0.05) as kling:
+        saved = await kling.download(f"{base}/clip.mp4", tmp_path / "clip.mp4")
+    assert saved.stat().st_size == VIDEO.stat().st_size
+    assert answered == [429, 200]
+    assert otel.total("http.rate_limited", endpoint="download") == 1
+
+
+async def test_a_cancelled_job_says_so_on_its_span(sim: Any, otel: Otel) -> None:
+    async with session_for(sim) as kling:
+        running = asyncio.ensure_future(kling.generate(IMAGE, VIDEO))
+        await eventually(lambda: sim.tasks_created.get(sim.api_key, 0) == 1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    (job,) = [s for s in otel.finished() if s.name == "kling_async.job"]
+    assert job.attributes is not None
+    assert job.attributes.get("kling_async.outcome") == "cancelled"
+    assert [e.name for e in job.events] == ["cancelled"]
+    wait = next(s for s in otel.finished() if s.name == "kling_async.wait")
+    assert wait.attributes is not None
+    assert wait.attributes.get("kling_async.outcome") == "cancelled"
+
+
+def test_every_library_logger_gives_the_job_fields(logs: Records) -> None:
+    # Records of child loggers (the simulator's) carry the fields too, as a formatter needs.
+    logging.getLogger("kling_async.simulator").warning("from the simulator")
+    (record,) = [r for r in logs.records if r.getMessage() == "from the simulator"]
+    formatter = logging.Formatter("%(job_key)s %(task_id)s %(message)s")
+    assert formatter.format(record) == "None None from the simulator"
