@@ -9,8 +9,9 @@ Spans: ``kling_async.job`` for each job (``generate`` and each job of ``generate
 children ``kling_async.validate``, ``.upload``, ``.createTask``, ``.wait`` (each change of state
 an event) and ``.download``; an upload shared by jobs is sent in a root ``.upload.send``. Metrics
 are listed in :data:`METRICS`. Nothing here raises into a job: an SDK's (or processor's, or
-exporter's) error is logged once at DEBUG. Log records of the ``kling_async`` loggers carry ``task_id`` and ``job_key`` (None when unknown) as attributes, taken
-from the job or wait they are logged in; the API key is never given to any of these.
+exporter's) error is logged once at DEBUG. Log records of the ``kling_async`` loggers carry
+``task_id`` and ``job_key`` (None when unknown) as attributes, taken from the job or wait they
+are logged in; the API key is never given to any of these.
 
 Bounds: no aiohttp, no I/O, nothing of the library below it: every layer may call it.
 """
