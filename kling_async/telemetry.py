@@ -86,9 +86,8 @@ _tracer: Any = None
 # to the SDK); those of a configured provider, as long as it is configured.
 _global_instruments: dict[str, Any] = {}
 _instruments = _global_instruments
-# What each gauge reads when metrics are collected, by the id of the object read: (the object,
-# weakly; its attribute; labels). Keyed by the object, so one shared by many sessions counts once;
-# an entry goes when its object does. By id, since an object given by the user may not hash.
+# What each gauge reads when collected, by id of the object read (a user's may not hash; one
+# shared by sessions counts once): (the object, weakly; its attribute; labels).
 _gauges: dict[str, dict[int, tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
 # Sessions may be opened in several threads while the SDK collects in its own.
 _gauge_lock = threading.Lock()
@@ -195,22 +194,30 @@ class _Active:
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         trace, _, context = _api  # type: ignore[misc]
+        # Each part on its own: whatever fails (SDK, processor, exporter), the context is
+        # restored and the span ended if at all possible; the job never hears of it.
         try:
             if self._token is not None:
                 context.detach(self._token)
+        except Exception as failure:
+            _trouble("span context", failure)
+        try:
             # As OpenTelemetry's own: a cancellation (a BaseException) is no error of the step;
             # it is marked so it is not mistaken for a step that ended well.
-            if self._span.is_recording():
+            if exc is not None and self._span.is_recording():
                 if isinstance(exc, Exception):
                     self._span.record_exception(exc)
                     self._span.set_status(
                         trace.Status(trace.StatusCode.ERROR, f"{exc_type.__name__}: {exc}")
                     )
-                elif exc is not None:
+                else:
                     self._span.set_attribute(PREFIX + "outcome", "cancelled")
                     self._span.add_event("cancelled")
+        except Exception as failure:
+            _trouble("span status", failure)
+        try:
             self._span.end()
-        except Exception as failure:  # the span's processors or exporters: never the job's
+        except Exception as failure:
             _trouble("span end", failure)
 
 
@@ -361,8 +368,7 @@ def watch(name: str, source: object, attribute: str, **labels: str) -> None:
         _trouble("watch", exc)
         return
     with _gauge_lock:
-        # The objects gone are dropped here (no weakref callback: one could run in the middle
-        # of this, from the garbage collector, on this very thread).
+        # Those gone are dropped here: a weakref callback could run (GC) in the midst of this.
         sources = _gauges.setdefault(name, {})
         for dead in [k for k, entry in sources.items() if entry[0]() is None]:
             del sources[dead]
