@@ -67,7 +67,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 async def blackhole(redis_server: RedisServer) -> AsyncIterator[Blackhole]:
-    """A proxy to ``redis_server`` that can drop all traffic (``cut()``) and pass it (``heal()``)."""
+    """A proxy to ``redis_server`` that drops all traffic after ``cut()``, until ``heal()``."""
     proxy = Blackhole(redis_server.port)
     await proxy.start()
     try:
