@@ -26,7 +26,7 @@ from kling_async.journal import (
 from kling_async.redis import RedisJournal
 from kling_async.simulator import FaultConfig
 
-from .cli_run import cli
+from .cli_run import SECRETS, assert_no_key_was_printed, cli
 from .conftest import MEDIA, SimFactory, eventually, session_for
 from .redis_server import Blackhole, RedisServer
 
@@ -187,7 +187,12 @@ async def test_the_cli_runs_lists_and_releases_a_redis_journal(
         "key,image,video\n"
         + "".join(f"c{i},{MEDIA / 'portrait.png'},{MEDIA / 'd10.0.mp4'}\n" for i in range(3))
     )
-    url = f"{redis_server.url}?journal=cli"
+    password = "redis-pass-5b1e0c7d9a"  # the test server's own
+    async with aioredis.Redis.from_url(redis_server.url) as admin:
+        await admin.config_set("requirepass", password)
+    SECRETS.add(password)  # the key sweep of the CLI's tests looks for it too
+    where = f"127.0.0.1:{redis_server.port}/0?journal=cli"
+    url = f"redis://:{password}@{where}"
     code, text = await cli("batch", str(manifest), "--journal", url, "--json", sim=sim)
     assert code == 0, text
     rows = [json.loads(line) for line in text.splitlines()]
@@ -198,10 +203,18 @@ async def test_the_cli_runs_lists_and_releases_a_redis_journal(
         "c1",
         "c2",
     ]
+    outputs = [text]
     code, text = await cli("unknown", url)
-    assert code == 0 and text.strip() == f"no unknown jobs in {url}"
+    # The URL is shown with its password masked.
+    assert code == 0 and text.strip() == f"no unknown jobs in redis://:***@{where}"
+    outputs.append(text)
+    code, text = await cli("release", url, "--all-unknown")
+    assert code == 0 and f"redis://:***@{where}" in text
+    outputs.append(text)
     code, text = await cli("release", url, "c0")
     assert code == 1 and "not released" in text
+    outputs.append(text)
+    assert not any(password in output for output in outputs)
 
 
 async def test_a_task_created_after_its_worker_lost_the_claim_keeps_its_id(
@@ -332,3 +345,7 @@ async def test_writes_for_one_job_land_in_the_order_they_were_asked(
         writes = [asyncio.ensure_future(journal.update("j", error=f"{n}")) for n in range(40)]
         await asyncio.gather(*writes)
         assert (await journal.get("j")).error == "39"  # type: ignore[union-attr]
+
+
+def test_no_output_showed_a_key_or_a_password() -> None:
+    assert_no_key_was_printed()
