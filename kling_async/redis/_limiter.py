@@ -201,6 +201,9 @@ class RedisRateLimiter:
         #: Until then (after Redis came back), slots need the local share as well as Redis.
         self._calm_until = 0.0
         self._local_holds: set[_Hold] = set()
+        # Slots of this process taken through Redis alone: in flight now, and the last answer.
+        self._in_redis = 0
+        self._answered_at = 0.0
         # What Redis did not hear: members given up, and slots answered (when), to send again.
         self._unsent_forgets: list[str] = []
         self._unsent: list[tuple[str, float]] = []
@@ -256,10 +259,11 @@ class RedisRateLimiter:
                     if local:  # Redis went away again: its slot waits a window like any other
                         local = False
                         self._fallback.release()
-                    # Slots others took through Redis before it went away run out in a window.
-                    start = self._down_since + self.limit.window
-                    if self._clock() < start:
-                        await self._nap(start - self._clock())
+                    # Slots taken through Redis before it went away run out in a window: others'
+                    # (as far as this process can know), and its own once answered.
+                    start = max(self._down_since, self._answered_at) + self.limit.window
+                    if self._clock() < start or self._in_redis:
+                        await self._nap(max(start - self._clock(), self._poll))
                         continue
                     await self._fallback.acquire()
                     local = True
@@ -284,6 +288,8 @@ class RedisRateLimiter:
                     if local:
                         self._local_holds.add(hold)
                         local = False
+                    else:
+                        self._in_redis += 1
                     return hold
                 await self._nap(wait if wait >= 0 else self._poll)
         finally:
@@ -375,6 +381,9 @@ class RedisRateLimiter:
         if hold.local:
             self._local_holds.discard(hold)
             self._fallback.release()
+        elif hold.member is not None:
+            self._in_redis -= 1
+            self._answered_at = self._clock()
         if hold.member is not None:
             self._send([], [(hold.member, self._clock())])
 
