@@ -182,6 +182,12 @@ async def test_a_session_shares_its_limits_under_a_hash_of_its_key(
     assert not any(sim.api_key in name for name in names)
     assert sim.api_key not in caplog.text
     assert sim.api_key not in repr(kling.create_limiter)
+    # The URL may carry the fallback share (the limit is 20 creations: 5 % is one).
+    shared = f"{redis_server.url}?fallback_share=0.05"
+    async with session_for(sim, shared_limits=shared) as kling:
+        assert isinstance(kling.create_limiter, RedisRateLimiter)
+        assert kling.create_limiter.fallback_limit.max_requests == 1
+        await kling.get_credits()
 
 
 async def test_limiters_of_ones_own_are_used_and_left_open(
