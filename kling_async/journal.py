@@ -31,7 +31,14 @@ import attrs
 
 from .errors import JournalError, JournalLockedError
 
-__all__ = ["BatchJournal", "Journal", "JournalLockedError", "JournalRecord", "release_jobs"]
+__all__ = [
+    "BatchJournal",
+    "Journal",
+    "JournalLockedError",
+    "JournalRecord",
+    "record_task",
+    "release_jobs",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -435,6 +442,36 @@ class BatchJournal(Protocol):
     async def counts(self) -> dict[str, int]:
         """How many jobs are in each status."""
         ...
+
+
+async def record_task(
+    journal: BatchJournal | None, key: str, task_id: str, *, attempts: int = 3, pause: float = 0.25
+) -> None:
+    """Record that job ``key``'s createTask made task ``task_id``; the id is never lost.
+
+    The task exists and is paid for, so a failed write is tried again (``attempts`` in all,
+    pausing ``pause`` seconds, then twice that); if the journal still refuses, the id is logged
+    at ERROR and the ``JournalError`` raised carries it (``task_id``). No journal: nothing to do.
+    """
+    if journal is None:
+        return
+    for attempt in range(attempts):
+        try:
+            await journal.update(key, status=CREATED, task_id=task_id, error=None)
+            return
+        except JournalError as exc:
+            failure = exc
+            if attempt + 1 < attempts:
+                await asyncio.sleep(pause * 2**attempt)
+    log.error(
+        "job %s: task %s was created (and is paid for), but the journal refused to record it "
+        "as this job's: %s. Keep this task id: a job released and run again is paid twice",
+        key,
+        task_id,
+        failure,
+    )
+    failure.task_id = task_id
+    raise failure
 
 
 async def release_jobs(path: str | os.PathLike[str], *keys: str) -> list[str]:

@@ -16,7 +16,7 @@ from aiohttp import web
 from kling_async import KlingSession
 from kling_async.simulator import Simulator, SimulatorConfig
 
-from .redis_server import RedisServer
+from .redis_server import Blackhole, RedisServer
 
 MEDIA = Path(__file__).parent / "media"
 # A time scale at which a whole 100 s task takes 0.5 s: fast, yet far above scheduling jitter.
@@ -63,6 +63,17 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+async def blackhole(redis_server: RedisServer) -> AsyncIterator[Blackhole]:
+    """A proxy to ``redis_server`` that drops all traffic after ``cut()``, until ``heal()``."""
+    proxy = Blackhole(redis_server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
 
 
 @pytest.fixture

@@ -146,14 +146,14 @@ async def test_redis_stopped_mid_run_the_workers_fall_back_and_come_back(
     outcomes = {k: v for w in workers for k, v in w.outcomes().items()}
     assert len(outcomes) == 200 and set(outcomes.values()) == {"ok"}  # no job lost
     assert sim.tasks_created[sim.api_key] == 200
-    # Shared limiting resumed: the slots are in the new Redis, and once every worker was back
-    # (and one window had passed), the service saw no more than the limit again.
+    # Shared limiting resumed: the slots are in the new Redis. Through the whole run (before
+    # the outage, during it on four shares of a tenth, and while the workers came back one by
+    # one), the service saw no more than the limit in any window.
     async with aioredis.Redis.from_url(redis_server.url, decode_responses=True) as check:
         assert await check.keys("{test:create}:*") and await check.keys("{test:query}:*")
-    back = max(_said(w, "Redis is back")[-1] for w in workers) + CREATE.window
-    assert windows_hold(arrivals(sim, "createTask", since=back), CREATE)
-    assert windows_hold(arrivals(sim, "recordInfo", since=back), QUERY)
-    assert not any(r.code == 429 for r in sim.requests if r.time >= back and r.fault is None)
+    assert windows_hold(arrivals(sim, "createTask"), CREATE)
+    assert windows_hold(arrivals(sim, "recordInfo"), QUERY)
+    assert sim.rate_limited == {"createTask": 0, "recordInfo": 0}
 
 
 def _said(worker: Worker, text: str) -> list[float]:
@@ -165,7 +165,9 @@ async def test_workers_split_one_manifest_through_a_redis_journal_even_when_one_
     make_sim: SimFactory, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     sim = await make_sim(time_scale=SCALE)
-    journal = f"{redis_server.url}?journal=manifest&lease=2"
+    # A lease of 6 s: each journal call ends within 1.5 s, so only the killed worker, not a
+    # survivor slowed down by a busy machine, loses its jobs.
+    journal = f"{redis_server.url}?journal=manifest&lease=6"
     outs = [["--out", str(tmp_path / f"out{n}")] for n in range(4)]
     workers = await start_workers(
         sim, [(0, 79)] * 4, "--shared", redis_server.url, "--journal", journal, each=outs

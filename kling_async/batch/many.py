@@ -168,7 +168,11 @@ async def run_many(
         """Start ``job`` if this worker gets it; False if another worker holds it."""
         nonlocal started
         await pending.acquire()
-        verdict = await journal.claim(job.job_key) if journal is not None else CLAIMED
+        try:  # a claim Redis does not answer is asked again by the journal, for about a lease
+            verdict = await journal.claim(job.job_key) if journal is not None else CLAIMED
+        except BaseException:
+            pending.release()
+            raise
         if verdict != CLAIMED:
             pending.release()
             return verdict != BUSY

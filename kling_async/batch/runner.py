@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from ..errors import (
 )
 from ..jobs import GenerationResult, Job, JobEventKind, MediaSource
 from ..journal import (
-    CREATED,
     CREATING,
     FAILED,
     PENDING,
@@ -40,6 +39,7 @@ from ..journal import (
     UNKNOWN,
     BatchJournal,
     JournalRecord,
+    record_task,
 )
 from ..media import validate_image, validate_video
 from ..models import (
@@ -121,6 +121,15 @@ class JobRunner(EventReporter):
         while self._landing:
             await asyncio.wait(set(self._landing))
 
+    def _own(self, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(step)  # the runner's: a cancel does not stop it; landed waits
+        self._landing.add(task)
+        task.add_done_callback(self._landing.discard)
+        return task
+
+    async def _record_created(self, key: str, task_id: str) -> None:
+        await asyncio.shield(self._own(record_task(self.journal, key, task_id)))
+
     async def _record(self, key: str, **fields: Any) -> None:
         if self.journal is not None:
             await self.journal.update(key, **fields)
@@ -179,6 +188,8 @@ class JobRunner(EventReporter):
             except BaseException:
                 self._committed -= cost  # surely not created (or the job is going away unsent)
                 raise
+            else:  # paid for: a journal that cannot record it never takes back its cost
+                await self._record_created(key, task_id)
             finally:
                 if after_create is not None:
                     after_create()
@@ -288,7 +299,7 @@ class JobRunner(EventReporter):
         if callback_token(task.callback_url) not in (token, None):
             log.warning("callback for job %s named task %s of another job", key, task.task_id)
             raise unknown
-        await self._record(key, status=CREATED, task_id=task.task_id, error=None)
+        await self._record_created(key, task.task_id)
         log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
         return task.task_id
 
@@ -405,9 +416,7 @@ class JobRunner(EventReporter):
         except asyncio.CancelledError:
             # The session lets a request on the wire land; record how it ends, even though
             # this job is going away.
-            landing = asyncio.create_task(self._record_landing(key, sub))
-            self._landing.add(landing)
-            landing.add_done_callback(self._landing.discard)
+            self._own(self._record_landing(key, sub))
             raise
         except SubmissionUnknownError as exc:
             await self._record(key, status=UNKNOWN, error=exc.message)
@@ -434,34 +443,23 @@ class JobRunner(EventReporter):
             status = UNKNOWN if sub.sent else PENDING
             await self._record(key, status=status, error=f"{type(exc).__name__}")
             raise
-        await self._record(key, status=CREATED, task_id=task_id, error=None)
-        return task_id
+        return task_id  # recorded by the caller
 
     async def _record_landing(self, key: str, sub: Submission) -> None:
         try:
-            await self._record_landed(key, sub)
-        except KlingError as exc:
-            # The journal was closed under us (a second Ctrl-C): say what could not be recorded.
-            log.error(
-                "job %s: could not record how its createTask ended (task %s): %s",
-                key,
-                sub.task_id or "unknown",
-                exc,
-            )
-
-    async def _record_landed(self, key: str, sub: Submission) -> None:
-        await sub.settled()
-        if sub.task_id is not None:
-            log.info("job %s: task %s landed after the batch stopped; recorded", key, sub.task_id)
-            await self._record(key, status=CREATED, task_id=sub.task_id, error=None)
-        elif sub.sent:
-            log.warning("job %s: its createTask was on the wire and never answered: unknown", key)
-            await self._record(
-                key, status=UNKNOWN, error="the batch stopped while createTask was on the wire"
-            )
-        else:
-            # Never sent (or surely refused): nothing exists, the job may run again.
-            await self._record(key, status=PENDING, error="the batch stopped before it was sent")
+            await sub.settled()
+            if sub.task_id is not None:
+                log.info("job %s: task %s landed after the batch stopped", key, sub.task_id)
+                await record_task(self.journal, key, sub.task_id)
+            elif sub.sent:
+                log.warning("job %s: its createTask was on the wire, never answered: unknown", key)
+                stopped = "the batch stopped while createTask was on the wire"
+                await self._record(key, status=UNKNOWN, error=stopped)
+            else:  # never sent (or surely refused): nothing exists, the job may run again
+                unsent = "the batch stopped before it was sent"
+                await self._record(key, status=PENDING, error=unsent)
+        except KlingError as exc:  # the journal closed under us (a second Ctrl-C): say what
+            log.error("job %s: could not record how its createTask ended: %s", key, exc)
 
     async def _finish(self, job: Job, task_id: str) -> GenerationResult:
         key = job.job_key

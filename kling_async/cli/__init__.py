@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from ..errors import APIError, ConfigurationError, KlingError, MediaValidationError, TransportError
 from ._batch import batch
 from ._commands import COMMANDS, SYNC_COMMANDS, demo, simulate
-from ._output import Out, Run, describe, plural
+from ._output import Out, Run, describe, masked, plural
 from ._parser import PASS_THROUGH, build_parser
 
 __all__ = ["main"]
@@ -36,7 +36,7 @@ def _interrupted(run: Run) -> str:
     command, created = run.args.command, run.created
     out_dir = run.option("out") or "clips/"
     if command == "batch":
-        journal = run.option("journal")
+        journal = masked(run.option("journal"))
         if journal:
             return (
                 "interrupted; run the same command again to resume (the journal "

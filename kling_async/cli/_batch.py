@@ -20,7 +20,7 @@ from ..rules import DOLLARS_PER_CREDIT
 from ..session import open_journal
 from ._commands import check_journal, out_folder, session
 from ._manifest import Checked, check_manifest
-from ._output import Out, Run, describe, display_for, plural, printer
+from ._output import Out, Run, describe, display_for, masked, plural, printer
 
 __all__ = ["batch"]
 
@@ -155,7 +155,7 @@ async def _run(run: Run, checked: Checked) -> int:
                 else:
                     credits_now += spent
     if display is not None:
-        display.print_summary(args.journal)
+        display.print_summary(masked(args.journal))
     summary = ", ".join(f"{kind} {n}" for kind, n in sorted(tally.items()))
     before = (
         f"; {credits_before:g} by tasks earlier runs created ({_dollars(credits_before)})"
@@ -169,9 +169,10 @@ async def _run(run: Run, checked: Checked) -> int:
         credits_earlier_runs=credits_before,
     )
     if unknown:
+        journal = masked(args.journal) or "JOURNAL"
         out.result(
             f"{plural(len(unknown), 'job')} may have a task the journal does not know: check "
-            f"kie.ai's task list, then `kling-async release {args.journal or 'JOURNAL'} KEY`",
+            f"kie.ai's task list, then `kling-async release {journal} KEY`",
             unknown=unknown,
         )
     # Every outcome given here was a success (with a shared journal, other workers give theirs).

@@ -37,7 +37,7 @@ from ..settings import (
     upload_base_url_for,
 )
 from ._manifest import media_kind, swapped_hint
-from ._output import Out, Run, display_for, plural, printer, reword
+from ._output import Out, Run, display_for, masked, plural, printer, reword
 
 __all__ = [
     "COMMANDS",
@@ -400,7 +400,7 @@ async def journal(run: Run) -> int:
                 )
                 shown += 1
     if not shown and not out.as_json:
-        out.result(f"no jobs in {args.journal}")
+        out.result(f"no jobs in {masked(args.journal)}")
     return 0
 
 
@@ -413,7 +413,7 @@ async def unknown(run: Run) -> int:
     for key in keys:
         out.result(key, key=key)
     if not keys and not out.as_json:
-        out.result(f"no unknown jobs in {args.journal}")
+        out.result(f"no unknown jobs in {masked(args.journal)}")
     return 0
 
 
@@ -434,7 +434,7 @@ async def release(run: Run) -> int:
     for key in missing:
         out.result(f"not released (not unknown here): {key}", key=key, released=False)
     if not released and not missing and not out.as_json:
-        out.result(f"no unknown jobs in {args.journal}: {plural(0, 'job')} released")
+        out.result(f"no unknown jobs in {masked(args.journal)}: {plural(0, 'job')} released")
     return 1 if missing else 0
 
 

@@ -13,7 +13,8 @@ import argparse
 import json
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
@@ -37,7 +38,7 @@ from ..settings import API_KEY_ENV
 if TYPE_CHECKING:
     from ..progress import JobsDisplay
 
-__all__ = ["Out", "Run", "describe", "display_for", "plural", "printer", "reword"]
+__all__ = ["Out", "Run", "describe", "display_for", "masked", "plural", "printer", "reword"]
 
 
 class Out:
@@ -112,6 +113,26 @@ def printer(out: Out, display: JobsDisplay | None = None) -> Any:
     return on_event
 
 
+@overload
+def masked(spec: str) -> str: ...
+@overload
+def masked(spec: None) -> None: ...
+def masked(spec: str | None) -> str | None:
+    """A journal as it may be printed: a URL's password masked (``***``), a path as it is."""
+    if spec is None or "://" not in spec:
+        return spec
+    parts = urlsplit(spec)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret = {"password", "pass", "pwd"}
+    if parts.password is None and not any(k.lower() in secret for k, _ in query):
+        return spec
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user.partition(':')[0]}:***@{host}" if parts.password is not None else host
+    hidden = [(k, "***" if k.lower() in secret else v) for k, v in query]
+    rest = urlunsplit(("", "", parts.path, urlencode(hidden, safe="*"), parts.fragment))
+    return f"{parts.scheme}://{netloc}{rest}"
+
+
 def plural(count: int, noun: str, many: str | None = None) -> str:
     """``1 job``, ``2 jobs``: a count with its noun in the right number."""
     return f"{count:g} {noun if count == 1 else many or noun + 's'}"
@@ -141,7 +162,7 @@ _RELEASE = re.compile(
 
 def reword(text: str, run: Run | None = None, key: str | None = None) -> str:
     """A library message with the command line's flags and commands for Python's arguments."""
-    journal = run.option("journal") if run is not None else None
+    journal = masked(run.option("journal")) if run is not None else None
 
     def release(match: re.Match[str]) -> str:
         named = key if match.group(1) == "KEY" and key else match.group(1)

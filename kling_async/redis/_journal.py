@@ -6,15 +6,21 @@ fed the same jobs, split them. A worker claims a job before touching it (one Lua
 workers never both get it) and keeps its claims alive with a heartbeat; a worker whose heartbeat
 stops (killed, cut off) loses its claims after ``lease`` seconds, and another worker takes its
 jobs over. A job found ``creating`` then is ``unknown``, never created again: only the worker
-holding a job's claim may write its record, so a worker that lost its claim can never send a
-createTask for it.
+holding a job's claim, with its lease alive, may write its record, so a worker that lost its
+claim (or stalled past its lease) can never send a createTask for it. Every Redis call ends within
+a quarter of the lease, so one slow call never costs a live worker its claims.
+
+A createTask answered after its worker lost the claim is paid for all the same: that worker may
+still record the task's id (the record it marked ``creating`` takes it, whoever holds it now).
 
 A "run" is every worker that overlaps another: a job whose outcome a worker of this run gave is
 not run again by the others; a worker that starts when no other is alive starts a new run and
 resumes the jobs like a rerun on a SQLite journal would.
 
-Keep the Redis that holds a journal persistent (``appendonly yes``): the records are the proof of
-what was paid for.
+Keep the Redis that holds a journal persistent (``appendonly yes``) and unable to evict
+(``maxmemory-policy noeviction``): the records are the proof of what was paid for. Opening a
+journal warns when Redis may evict keys; a worker that finds the batch's records gone (Redis
+restarted without them, keys evicted) stops with ``JournalError`` rather than start jobs over.
 
 Bounds: it records what the batch runner tells it; it knows nothing of HTTP or the service.
 """
@@ -23,109 +29,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
 from ..errors import ConfigurationError, JournalError
-from ..journal import BUSY, CLAIMED, CREATING, DONE, UNKNOWN, JournalRecord
-from ._connect import NOW, UNREACHABLE, connect
+from ..journal import BUSY, CLAIMED, CREATED, CREATING, DONE, UNKNOWN, JournalRecord
+from . import _journal_scripts as lua
+from ._connect import ATTEMPTS, UNREACHABLE, connect, split_url
 
 __all__ = ["RedisJournal"]
 
 log = logging.getLogger("kling_async")
 
-# KEYS: workers, run. ARGV: worker, lease. A worker that finds nobody alive starts a new run.
-_JOIN = (
-    NOW
-    + """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', at(now))
-if redis.call('ZCARD', KEYS[1]) == 0 or not redis.call('GET', KEYS[2]) then
-  redis.call('INCR', KEYS[2])
-end
-redis.call('ZADD', KEYS[1], at(now + tonumber(ARGV[2])), ARGV[1])
-return redis.call('GET', KEYS[2])
-"""
-)
-
-# KEYS: workers. ARGV: worker, lease.
-_BEAT = NOW + "redis.call('ZADD', KEYS[1], at(now + tonumber(ARGV[2])), ARGV[1]) return 1"
-
-# KEYS: job, statuses, workers, run. ARGV: worker, job key.
-_CLAIM = (
-    NOW
-    + """
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then
-  local alive = redis.call('ZSCORE', KEYS[3], owner)
-  if alive and tonumber(alive) > now then return 'busy' end
-end
-local run = redis.call('GET', KEYS[4])
-if run and redis.call('HGET', KEYS[1], 'reported') == run then return 'done' end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'status', 'pending', 'updated', clock[1])
-  redis.call('HSET', KEYS[2], ARGV[2], 'pending')
-end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-return 'claimed'
-"""
-)
-
-# KEYS: job, statuses. ARGV: worker, job key, n, n (field, value) pairs, fields to delete.
-# Only the worker holding the claim writes: one that lost it can never mark a job creating.
-_UPDATE = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-local n = tonumber(ARGV[3])
-for i = 4, 2 + 2 * n, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  if ARGV[i] == 'status' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[i + 1]) end
-end
-for i = 4 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
-redis.call('HSET', KEYS[1], 'updated', redis.call('TIME')[1])
-return 1
-"""
-
-# KEYS: job, run. ARGV: worker. The outcome was given: other workers of this run skip the job.
-_FINISH = """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'reported', redis.call('GET', KEYS[2]) or '0')
-redis.call('HDEL', KEYS[1], 'owner')
-return 1
-"""
-
-# KEYS: workers, then jobs. ARGV: worker. A worker leaving lets go of what it did not finish.
-_LEAVE = """
-for i = 2, #KEYS do
-  if redis.call('HGET', KEYS[i], 'owner') == ARGV[1] then redis.call('HDEL', KEYS[i], 'owner') end
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-return 1
-"""
-
-# KEYS: job, statuses, workers. ARGV: job key. Only a job no live worker holds.
-_RELEASE = (
-    NOW
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'unknown' and status ~= 'creating' then return 0 end
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner then
-  local alive = redis.call('ZSCORE', KEYS[3], owner)
-  if alive and tonumber(alive) > now then return 0 end
-end
-redis.call('HSET', KEYS[1], 'status', 'pending')
-redis.call('HDEL', KEYS[1], 'error', 'owner', 'reported')
-redis.call('HSET', KEYS[2], ARGV[1], 'pending')
-return 1
-"""
-)
+#: (Redis, journal) pairs already warned about: once per process is enough.
+_WARNED: set[tuple[str, str]] = set()
 
 #: How a record field is read back, by its annotation in JournalRecord (others are text).
 _DECODE: dict[str, Any] = {
@@ -148,22 +74,14 @@ def _encode(value: Any) -> str:
     return str(value)
 
 
-def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without our own query settings (``journal``, ``lease``), and those settings."""
-    parts = urlsplit(url)
-    ours = {"journal", "lease"}
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    rest = urlencode([(k, v) for k, v in query if k not in ours])
-    return urlunsplit(parts._replace(query=rest)), {k: v for k, v in query if k in ours}
-
-
 class RedisJournal:
     """A batch journal in Redis that several workers share; use as ``async with``.
 
     ``url`` is a ``redis://`` URL; ``name`` names the batch (several batches can share one
     Redis), ``lease`` is how long a worker's claims outlive its last heartbeat, and ``timeout``
-    bounds each Redis call (a step that cannot be recorded fails with ``JournalError``). The URL
-    may carry them as ``?journal=NAME&lease=SECONDS``.
+    bounds each Redis call (a step that cannot be recorded fails with ``JournalError``); it is
+    held to an eighth of the lease, so that every call (two tries at most) ends within a quarter
+    of it. The URL may carry them as ``?journal=NAME&lease=SECONDS``.
     """
 
     def __init__(
@@ -174,7 +92,7 @@ class RedisJournal:
         lease: float | None = None,
         timeout: float = 5.0,
     ) -> None:
-        url, ours = _split_url(url)
+        url, ours = split_url(url, frozenset({"journal", "lease"}))
         self.name = name or ours.get("journal") or "default"
         try:
             self.lease = float(lease if lease is not None else ours.get("lease", 30.0))
@@ -182,24 +100,36 @@ class RedisJournal:
             raise ConfigurationError("the journal's lease must be a number of seconds") from None
         if not self.lease > 0:
             raise ConfigurationError(f"the journal's lease must be > 0 s; got {self.lease!r}")
-        self._redis = connect(url, timeout)
+        # A heartbeat is sent every quarter lease and each call ends within one: a worker keeps
+        # its claims through one failed beat.
+        self._bound = self.lease / 4
+        self._redis = connect(url, min(timeout, self._bound / ATTEMPTS))
+        where = self._redis.connection_pool.connection_kwargs  # never the password
+        self._where = str([where.get(k) for k in ("host", "port", "path", "db")])
         self._tag = f"{{kling_async:journal:{self.name}}}"
         self._worker = secrets.token_hex(8)
         self._run_id: str | None = None
+        self._batch = ""  # the batch's id, once joined
+        self._lost: str | None = None
         self._claims: set[str] = set()
+        #: The sender (worker and a nonce) of each job this worker marked creating.
+        self._sent: dict[str, str] = {}
         self._writes: set[asyncio.Future[Any]] = set()
+        self._tails: dict[str, asyncio.Future[Any]] = {}
         self._beat: asyncio.Task[None] | None = None
+        self._claims_failing = False
         self._closed = False
-        scripts = (_JOIN, _BEAT, _CLAIM, _UPDATE, _FINISH, _LEAVE, _RELEASE)
+        scripts = (lua.JOIN, lua.BEAT, lua.CLAIM, lua.UPDATE, lua.LAND, lua.FINISH, lua.LEAVE)
         (
             self._join,
             self._heartbeat,
             self._claim,
             self._update,
+            self._land,
             self._finish,
             self._leave,
-            self._release,
         ) = (self._redis.register_script(s) for s in scripts)
+        self._release = self._redis.register_script(lua.RELEASE)
 
     def __repr__(self) -> str:
         return f"RedisJournal(name={self.name!r})"
@@ -217,34 +147,78 @@ class RedisJournal:
 
     async def _do(self, what: str, call: Any) -> Any:
         """Run one Redis call; a failure is a ``JournalError`` naming what could not be done."""
-        if self._closed:
+        if self._closed or self._lost is not None:
             if asyncio.iscoroutine(call):
                 call.close()
-            raise JournalError(f"journal {self.name} is closed")
+            raise JournalError(self._lost or f"journal {self.name} is closed")
         try:
-            return await call
+            async with asyncio.timeout(self._bound):
+                result = await call
         except UNREACHABLE as exc:
             raise JournalError(
                 f"journal {self.name}: cannot {what}: {type(exc).__name__}: {exc}"
             ) from exc
+        if isinstance(result, str) and result == lua.LOST:
+            raise self._lose()
+        return result
 
-    async def _write(self, step: Any) -> Any:
+    def _lose(self) -> JournalError:
+        """Redis lost this batch's records: this worker stops for good (said once)."""
+        if self._lost is None:
+            self._lost = (
+                f"journal {self.name}: its records are gone from Redis (restarted without "
+                "persistence, or keys evicted); this worker stops rather than create jobs again. "
+                "Keep that Redis persistent (appendonly yes) with maxmemory-policy noeviction"
+            )
+            log.error("%s", self._lost)
+        return JournalError(self._lost)
+
+    async def _write(self, key: str, step: Coroutine[Any, Any, Any]) -> Any:
+        # One job's writes land in the order they were asked for, each after the one before.
         # Shielded: a write that was asked for still happens when its caller is cancelled, so a
         # recorded task id (or a claim) is never lost half-way; close() waits for it.
-        done = asyncio.ensure_future(step)
+        done = asyncio.ensure_future(self._after(self._tails.get(key), step))
+        self._tails[key] = done
         self._writes.add(done)
-        done.add_done_callback(self._written)
+        done.add_done_callback(functools.partial(self._written, key))
         return await asyncio.shield(done)
 
-    def _written(self, done: asyncio.Future[Any]) -> None:
+    @staticmethod
+    async def _after(previous: asyncio.Future[Any] | None, step: Coroutine[Any, Any, Any]) -> Any:
+        if previous is not None:
+            try:
+                await asyncio.wait({previous})
+            except BaseException:
+                step.close()
+                raise
+        return await step
+
+    def _written(self, key: str, done: asyncio.Future[Any]) -> None:
         self._writes.discard(done)
+        if self._tails.get(key) is done:
+            del self._tails[key]
         if not done.cancelled() and done.exception() is not None:
             log.debug("journal %s: a write failed: %s", self.name, done.exception())
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
-        """Check that Redis answers (a worker joins the batch with its first claim)."""
+        """Check that Redis answers, and warn if it may evict the journal's records."""
         await self._do("reach Redis", self._redis.ping())
+        try:
+            async with asyncio.timeout(self._bound):
+                policy = (await self._redis.config_get("maxmemory-policy")).get("maxmemory-policy")
+        except UNREACHABLE:  # CONFIG is often refused by managed Redis: nothing to tell then
+            return
+        seen = (self._where, self.name)
+        if policy and policy != "noeviction" and seen not in _WARNED:
+            _WARNED.add(seen)
+            log.warning(
+                "journal %s: this Redis may evict keys (maxmemory-policy %s): a journal record "
+                "evicted is a job paid for twice. Set maxmemory-policy noeviction (and keep it "
+                "persistent: appendonly yes)",
+                self.name,
+                policy,
+            )
 
     async def close(self) -> None:
         """Let go of unfinished claims (another worker takes them at once) and disconnect."""
@@ -281,20 +255,29 @@ class RedisJournal:
     async def _joined(self) -> None:
         if self._run_id is not None:
             return
-        keys = [self._key("workers"), self._key("run")]
-        self._run_id = await self._do(
-            "join the batch", self._join(keys=keys, args=[self._worker, self.lease])
-        )
+        keys = [self._key("workers"), self._key("run"), self._key("batch"), self._key("status")]
+        args: list[str | float] = [self._worker, self.lease, secrets.token_hex(8)]
+        run, batch = await self._do("join the batch", self._join(keys=keys, args=args))
+        if run == lua.LOST:
+            raise self._lose()
+        self._run_id, self._batch = run, batch
         self._beat = asyncio.create_task(self._keep_alive(), name="kling journal heartbeat")
 
     async def _keep_alive(self) -> None:
+        loop = asyncio.get_running_loop()
         failing = False
+        beat = loop.time()
         while True:
-            await asyncio.sleep(self.lease / 4)
+            # On a schedule: a slow beat does not push the next one back.
+            beat = max(beat + self.lease / 4, loop.time())
+            await asyncio.sleep(beat - loop.time())
             try:
-                call = self._heartbeat(keys=[self._key("workers")], args=[self._worker, self.lease])
+                keys = [self._key("workers"), self._key("batch")]
+                call = self._heartbeat(keys=keys, args=[self._worker, self.lease, self._batch])
                 await self._do("renew this worker's claims", call)
             except JournalError as exc:
+                if self._lost is not None:
+                    return
                 if not failing:
                     log.warning("%s; its jobs go to other workers if this lasts", exc)
                 failing = True
@@ -303,14 +286,33 @@ class RedisJournal:
 
     # -- the batch's side ----------------------------------------------------------------------
     async def claim(self, key: str) -> str:
-        """Take job ``key`` for this worker: ``CLAIMED``, ``BUSY`` or ``DONE``."""
-        await self._joined()
-        verdict: str = await self._write(self._claim_job(key))
-        return verdict
+        """Take job ``key`` for this worker: ``CLAIMED``, ``BUSY`` or ``DONE``.
+
+        A claim Redis does not answer is asked again, backing off, for about a lease (a blip
+        never ends the batch); past that, or at once if the batch's records are gone from Redis,
+        it raises ``JournalError``.
+        """
+        loop = asyncio.get_running_loop()
+        give_up, pause = loop.time() + self.lease, 0.05
+        while True:
+            try:
+                await self._joined()
+                verdict: str = await self._write(key, self._claim_job(key))
+            except JournalError as exc:
+                if self._lost is not None or self._closed or loop.time() + pause > give_up:
+                    raise
+                if not self._claims_failing:
+                    log.warning("%s; asking again for up to %g s", exc, self.lease)
+                    self._claims_failing = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.recheck_interval)
+                continue
+            self._claims_failing = False
+            return verdict
 
     async def _claim_job(self, key: str) -> str:
         keys = [self._job(key), self._key("status"), self._key("workers"), self._key("run")]
-        call = self._claim(keys=keys, args=[self._worker, key])
+        call = self._claim(keys=[*keys, self._key("batch")], args=[self._worker, key, self._batch])
         verdict = await self._do(f"claim job {key}", call)
         if verdict == CLAIMED:
             self._claims.add(key)
@@ -321,7 +323,7 @@ class RedisJournal:
         self._claims.discard(key)
         keys = [self._job(key), self._key("run")]
         call = self._finish(keys=keys, args=[self._worker])
-        await self._write(self._do(f"finish job {key}", call))
+        await self._write(key, self._do(f"finish job {key}", call))
 
     async def get(self, key: str) -> JournalRecord | None:
         """The record of job ``key``, if any."""
@@ -336,22 +338,36 @@ class RedisJournal:
         return JournalRecord(key=key, **values)
 
     async def update(self, key: str, **fields: Any) -> None:
-        """Record ``fields`` for job ``key`` (this worker must hold its claim)."""
+        """Record ``fields`` for job ``key`` (this worker must hold its claim, lease alive)."""
         unknown = set(fields) - set(_FIELDS)
         if unknown:
             raise ValueError(f"not journal columns: {sorted(unknown)}")
+        await self._joined()
         pairs = [(k, _encode(v)) for k, v in fields.items() if v is not None]
         gone = [k for k, v in fields.items() if v is None]
-        args: list[str | int] = [self._worker, key, len(pairs)]
+        sender = (
+            f"{self._worker}:{secrets.token_hex(4)}" if fields.get("status") == CREATING else ""
+        )
+        args: list[str | int] = [self._worker, key, self._batch, sender, len(pairs)]
         args += [x for pair in pairs for x in pair] + gone
-        keys = [self._job(key), self._key("status")]
+        keys = [self._job(key), self._key("status"), self._key("workers"), self._key("batch")]
         call = self._update(keys=keys, args=args)
-        written = await self._write(self._do(f"record job {key}", call))
-        if not written:
-            raise JournalError(
-                f"journal {self.name}: job {key} is no longer this worker's (its claim lapsed "
-                "and another worker took it over); nothing was recorded"
-            )
+        if await self._write(key, self._do(f"record job {key}", call)):
+            if sender:
+                self._sent[key] = sender
+            return
+        lapsed = f"journal {self.name}: job {key} is no longer this worker's (its claim lapsed)"
+        task_id, sender = fields.get("task_id"), self._sent.get(key, "")
+        if fields.get("status") == CREATED and task_id and sender:
+            # The task exists: the record this worker marked creating takes its id all the same.
+            keys = [self._job(key), self._key("status"), self._key("batch")]
+            call = self._land(keys=keys, args=[sender, task_id, self._batch, key])
+            if await self._write(key, self._do(f"record job {key}'s task", call)) == "landed":
+                raise JournalError(
+                    f"{lapsed}, but its task {task_id} is recorded: a rerun of the batch resumes "
+                    "it (never release this job)"
+                )
+        raise JournalError(f"{lapsed}; another worker may have taken it over; nothing recorded")
 
     # -- the user's side -----------------------------------------------------------------------
     async def release(self, *keys: str) -> list[str]:
@@ -365,7 +381,7 @@ class RedisJournal:
             call = self._release(
                 keys=[self._job(key), self._key("status"), self._key("workers")], args=[key]
             )
-            if await self._write(self._do(f"release job {key}", call)):
+            if await self._write(key, self._do(f"release job {key}", call)):
                 released.append(key)
         return released
 
