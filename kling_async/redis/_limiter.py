@@ -14,15 +14,16 @@ count a request when it is granted), so the script is our own; it is short.
 
 When Redis cannot be reached, calls neither hang (every Redis call is bounded by ``timeout``) nor
 go unlimited: the process keeps to ``fallback_share`` of the limit on its own (its first slot one
-window after Redis went away, so slots taken through Redis before have run out), says so once in
-the log, and a task of its own asks Redis again every ``recheck`` seconds (callers keep to the
+window after Redis went away and the requests then in flight were answered, as far as it can tell
+from how long its own took lately, so slots taken through Redis before have run out), says so once
+in the log, and a task of its own asks Redis again every ``recheck`` seconds (callers keep to the
 share meanwhile, never waiting on Redis). When Redis answers, that task records there the slots
 taken meanwhile and those given back while Redis could not hear it; the process then keeps to its
 share for one window, one ``recheck`` and one ask more, while other processes that lost Redis come
 back and record theirs. Each process's share is invisible to the others, so ``fallback_share``
-times the number of processes must stay ≤ 1 for the limit to hold through an outage; and a
-process cut off while the others still reach Redis is not seen by them: the service may then see
-the limit plus that process's share in a window (the session retries the 429s).
+times the number of processes must stay ≤ 1 for the limit to hold through an outage; and a process
+cut off while the others still reach Redis is not seen by them: the service may then see the limit
+plus that process's share in a window (the session retries the 429s).
 
 Bounds: it grants slots; it knows nothing of HTTP or the service.
 """
@@ -30,6 +31,7 @@ Bounds: it grants slots; it knows nothing of HTTP or the service.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import secrets
@@ -126,11 +128,12 @@ return 1
 class _Hold:
     """One slot taken: in Redis (``member``), or of the local share (``local``), or both."""
 
-    __slots__ = ("local", "member")
+    __slots__ = ("local", "member", "since")
 
-    def __init__(self, member: str | None, local: bool) -> None:
+    def __init__(self, member: str | None, local: bool, since: float = 0.0) -> None:
         self.member = member
         self.local = local
+        self.since = since
 
 
 class RedisRateLimiter:
@@ -201,9 +204,11 @@ class RedisRateLimiter:
         #: Until then (after Redis came back), slots need the local share as well as Redis.
         self._calm_until = 0.0
         self._local_holds: set[_Hold] = set()
-        # Slots of this process taken through Redis alone: in flight now, and the last answer.
+        # Slots of this process taken through Redis alone: in flight now, the last answer, and
+        # how long the latest ones were held (other processes' requests take about as long).
         self._in_redis = 0
         self._answered_at = 0.0
+        self._took: collections.deque[float] = collections.deque(maxlen=64)
         # What Redis did not hear: members given up, and slots answered (when), to send again.
         self._unsent_forgets: list[str] = []
         self._unsent: list[tuple[str, float]] = []
@@ -259,9 +264,11 @@ class RedisRateLimiter:
                     if local:  # Redis went away again: its slot waits a window like any other
                         local = False
                         self._fallback.release()
-                    # Slots taken through Redis before it went away run out in a window: others'
-                    # (as far as this process can know), and its own once answered.
-                    start = max(self._down_since, self._answered_at) + self.limit.window
+                    # Slots taken through Redis before it went away run out a window after their
+                    # answer: its own, once answered; others', which it cannot see, once their
+                    # requests of the moment (as long as its own lately) could be answered.
+                    others = self._down_since + max(self._took, default=0.0)
+                    start = max(others, self._answered_at) + self.limit.window
                     if self._clock() < start or self._in_redis:
                         await self._nap(max(start - self._clock(), self._poll))
                         continue
@@ -284,7 +291,7 @@ class RedisRateLimiter:
                     self._fall_back(exc)
                     continue
                 if granted:
-                    hold = _Hold(member, local=local)
+                    hold = _Hold(member, local=local, since=self._clock())
                     if local:
                         self._local_holds.add(hold)
                         local = False
@@ -384,6 +391,7 @@ class RedisRateLimiter:
         elif hold.member is not None:
             self._in_redis -= 1
             self._answered_at = self._clock()
+            self._took.append(self._answered_at - hold.since)
         if hold.member is not None:
             self._send([], [(hold.member, self._clock())])
 
