@@ -178,7 +178,10 @@ async def test_downloads_answered_429_are_counted(otel: Otel, tmp_path: Path) ->
 async def test_a_cancelled_job_says_so_on_its_span(sim: Any, otel: Otel) -> None:
     async with session_for(sim) as kling:
         running = asyncio.ensure_future(kling.generate(IMAGE, VIDEO))
-        await eventually(lambda: sim.tasks_created.get(sim.api_key, 0) == 1)
+        # Cancelled once it is surely waiting: its task was created and has been asked about.
+        await eventually(
+            lambda: sim.tasks_created.get(sim.api_key, 0) == 1 and sim.count("recordInfo") >= 1
+        )
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
