@@ -358,7 +358,7 @@ async def test_a_process_cut_off_alone_adds_no_more_than_its_share(
     )
     fine = RedisRateLimiter(redis_server.url, limit, name="part", lease=5.0, fallback_share=0.5)
     try:
-        arrivals = await asyncio.wait_for(run_requests([cut_off, fine], 40, seed=5), timeout=60)
+        arrivals = await asyncio.wait_for(run_requests([cut_off, fine], 24, seed=5), timeout=60)
     finally:
         await cut_off.aclose()
         await fine.aclose()

@@ -172,9 +172,9 @@ async def test_workers_split_one_manifest_through_a_redis_journal_even_when_one_
     make_sim: SimFactory, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     sim = await make_sim(time_scale=SCALE)
-    # A lease of 6 s: each journal call ends within 1.5 s, so only the killed worker, not a
+    # A lease of 5 s: each journal call ends within 1.25 s, so only the killed worker, not a
     # survivor slowed down by a busy machine, loses its jobs.
-    journal = f"{redis_server.url}?journal=manifest&lease=6"
+    journal = f"{redis_server.url}?journal=manifest&lease=5"
     outs = [["--out", str(tmp_path / f"out{n}")] for n in range(4)]
     workers = await start_workers(
         sim, [(0, 79)] * 4, "--shared", redis_server.url, "--journal", journal, each=outs
