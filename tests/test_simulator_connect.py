@@ -182,3 +182,18 @@ def test_a_time_scale_must_be_positive() -> None:
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="time_scale"):
             RemoteSimulator("http://127.0.0.1:1", "http://127.0.0.1:1", "k", bad)
+
+
+async def test_the_command_starts_the_account_with_the_credits_given(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    proc, banner = await start_command([*COMMANDS["module"], "--credits", "12.5"], tmp_path)
+    try:
+        url = BANNER_URL.search(banner)
+        key = BANNER_KEY.search(banner)
+        assert url and key, banner
+        credit = f"{url[1]}/api/v1/chat/credit"
+        async with http.get(credit, headers={"Authorization": f"Bearer {key[1]}"}) as answer:
+            assert (await answer.json())["data"] == 12.5
+    finally:
+        assert await stop_command(proc) == 0

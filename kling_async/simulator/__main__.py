@@ -31,6 +31,12 @@ def _parse(argv: list[str] | None, prog: str) -> argparse.Namespace:
     )
     parser.add_argument("--failure-rate", type=float, default=0.0)
     parser.add_argument(
+        "--credits",
+        type=float,
+        default=SimulatorConfig().credits,
+        help="the account's balance (tasks beyond it are refused with 402)",
+    )
+    parser.add_argument(
         "--http-error-status",
         action="store_true",
         help="send errors as real HTTP statuses instead of HTTP 200",
@@ -53,6 +59,7 @@ async def _run(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         time_scale=args.time_scale,
         failure_rate=args.failure_rate,
+        credits=args.credits,
         http_error_status=args.http_error_status,
         create_limit=RateWindow(args.create_limit, 10.0),
         query_limit=RateWindow(args.query_limit, 1.0),
