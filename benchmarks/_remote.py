@@ -39,9 +39,11 @@ class RemoteSimulator:
 
 @contextlib.asynccontextmanager
 async def remote_simulator(
-    scale: float = 1.0, key: str = "bench-key"
+    scale: float = 1.0, key: str = "bench-key", credits: float | None = None
 ) -> AsyncIterator[RemoteSimulator]:
     """Start ``python -m kling_async.simulator`` on a free port; stop it on exit.
+
+    ``credits``: the account's balance (None: the simulator's default).
 
     Its uploads are stored in a folder made here and removed after it stops (a terminated
     process cleans up nothing), in memory when ``/dev/shm`` is there: writing back a disk's
@@ -62,6 +64,7 @@ async def remote_simulator(
                 key,
                 "--time-scale",
                 str(scale),
+                *(() if credits is None else ("--credits", str(credits))),
             ],
             stdout=subprocess.PIPE,
             text=True,

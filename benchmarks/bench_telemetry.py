@@ -39,6 +39,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ._remote import remote_simulator
 from ._report import Goal, Row, at_most, judged, text_table
 
 ASSETS = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
@@ -57,23 +58,15 @@ CREDITS = 1e9
 
 @contextlib.asynccontextmanager
 async def simulator(scale: float) -> AsyncIterator[Any]:
-    """The simulator in a process of its own, connected to: a ``RemoteSimulator``."""
+    """The simulator in a process of its own, connected to: a ``RemoteSimulator`` whose
+    ``session()`` is time-scaled."""
     from kling_async.simulator import Simulator
 
-    command = [sys.executable, "-m", "kling_async.simulator", "--port", "0", "--json"]
-    command += ["--time-scale", str(scale), "--credits", str(CREDITS)]
-    proc = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    try:
-        assert proc.stdout is not None
-        facts = json.loads(await asyncio.wait_for(proc.stdout.readline(), timeout=60))
-        async with Simulator.connect(facts["base_url"], api_key=facts["api_key"]) as remote:
-            yield remote
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-        await proc.wait()
+    async with (
+        remote_simulator(scale, credits=CREDITS) as served,
+        Simulator.connect(served.base_url, api_key=served.api_key) as remote,
+    ):
+        yield remote
 
 
 class _CountingExporter:
