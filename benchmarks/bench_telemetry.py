@@ -48,8 +48,8 @@ FULL_SCALE = 0.05
 QUICK_JOBS = 200
 #: Client CPU per job with tracing on, as a ratio of off.
 GOAL = 1.10
-#: Spans of each job: itself, validate, upload (image and video), createTask, wait, download.
-SPANS_PER_JOB = 7
+#: Spans of each job: itself, validate, upload (both files), createTask, wait, download.
+SPANS_PER_JOB = 6
 #: The variants timed in one process, and what each is called in the report.
 TRACED = {"batch": "SDK, BatchSpanProcessor", "simple": "SDK, SimpleSpanProcessor"}
 #: Enough for every batch of a run (a job costs tens of credits).
@@ -249,7 +249,7 @@ def rows(runs: dict[str, list[dict[str, float]]], name: str, *, judge: bool = Tr
     loop = {v: _median(runs[v], "thread_cpu") * 1e3 / jobs for v in runs}
     delivered = min(r["ok"] for v in runs for r in runs[v])
     spans = max(r["spans"] for v in TRACED for r in runs[v])
-    # Seven per job, and an ``upload.send`` for each of the two files the jobs share.
+    # Six per job, and an ``upload.send`` for each of the two files the jobs share.
     expected = SPANS_PER_JOB * jobs + 2
     cpu_rows = []
     for variant, label in TRACED.items():

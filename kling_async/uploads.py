@@ -135,7 +135,7 @@ class Uploader:
             self._digests.pop(identity, None)
             raise
 
-    @telemetry.traced("upload")
+    @telemetry.traced("upload", join=True)  # a job's upload step is one span, for both files
     async def upload_path(
         self,
         path: Path,
@@ -151,7 +151,6 @@ class Uploader:
         from a task of this caller's, never inside the upload: a slow one hears fewer reports
         (the last always, before this returns) and holds up no one.
         """
-        telemetry.annotate(upload_path=upload_path)
         try:
             return await self._upload_path(path, upload_path, file_name, on_progress)
         except OSError as exc:
@@ -254,16 +253,19 @@ class Uploader:
         if cached is not None:
             self._cache.move_to_end(key)
         if cached is not None and cached.is_usable_at(datetime.now(UTC)):
+            telemetry.event("file", upload_path=key[2], size=key[1], source="reused")
             return cached
         # The relay's pump is this caller's: it ends when this caller stops waiting, and the
         # last report is delivered before the upload is returned.
         async with ProgressRelay(on_progress, timeout=self._grace) as relay:
             while True:
                 flight = self._in_flight.get(key)
+                # The work (and its retries) is in upload.send: the step's span tells whether
+                # this caller started it or joined one already on its way.
+                source = "joined"
                 if flight is None or flight.task.cancelled():
-                    flight = self._start_flight(key, send)
-                else:  # its step span says so: the work (and its retries) is in upload.send
-                    telemetry.annotate(shared=True)
+                    flight, source = self._start_flight(key, send), "sent"
+                telemetry.event("file", upload_path=key[2], size=key[1], source=source)
                 flight.waiters += 1
                 flight.listeners.append(relay.offer)
                 try:

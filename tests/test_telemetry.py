@@ -47,7 +47,7 @@ JOBS = 4
 # createTask requests gets an injected 429 (the retry after it does not): asserted below too.
 FAILURE_SEED = 1
 FAULTS = FaultConfig(error_429=0.25, endpoints=frozenset({"createTask"}), seed=1)
-STEPS = ["validate", "upload", "upload", "createTask", "wait", "download"]
+STEPS = ["validate", "upload", "createTask", "wait", "download"]
 
 
 @attrs.define
@@ -165,6 +165,7 @@ async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_
     jobs = {attr(s, "job_key"): s for s in spans if s.name == "kling_async.job"}
     assert sorted(jobs) == [f"clip-{i}" for i in range(JOBS)]
     retried = 0
+    sources: list[str] = []
     for outcome in outcomes:
         root = jobs[outcome.job_key]
         assert root.parent is None
@@ -172,8 +173,14 @@ async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_
         assert attr(root, "mode") == "720p"
         steps = children(spans, root)
         names = [s.name.removeprefix("kling_async.") for s in steps]
-        media = sorted(attr(s, "upload_path") for s in steps if s.name == "kling_async.upload")
-        assert media == [IMAGE_UPLOAD_PATH, VIDEO_UPLOAD_PATH]
+        # One span for the upload step, each file an event in it (sent, or another job's).
+        upload = next(s for s in steps if s.name == "kling_async.upload")
+        files = [dict(e.attributes or {}) for e in upload.events if e.name == "file"]
+        assert [f["kling_async.upload_path"] for f in files] == [
+            IMAGE_UPLOAD_PATH,
+            VIDEO_UPLOAD_PATH,
+        ]
+        sources += [f["kling_async.source"] for f in files]
         create = next(s for s in steps if s.name == "kling_async.createTask")
         wait = next(s for s in steps if s.name == "kling_async.wait")
         assert attr(create, "task_id") == attr(wait, "task_id") == outcome.task_id
@@ -202,6 +209,9 @@ async def test_each_job_has_its_span_tree(make_sim: SimFactory, otel: Otel, tmp_
             assert root.status.status_code is StatusCode.ERROR
             assert wait.status.status_code is StatusCode.ERROR
     assert retried == 1  # the job whose createTask got the 429 says so on its span
+    # Each content was sent once, by the job that came first; the others joined or reused it.
+    assert sources.count("sent") == 2
+    assert set(sources) <= {"sent", "joined", "reused"} and len(sources) == 2 * JOBS
 
 
 async def test_the_counters_match_the_simulators_own(
@@ -377,6 +387,23 @@ async def test_aiohttp_trace_configs_reach_the_library_session(
     with pytest.raises(ConfigurationError):
         async with aiohttp.ClientSession() as mine:
             session_for(sim, http_session=mine, trace_configs=[tracing])
+
+
+async def test_an_upload_alone_is_one_span_naming_its_file(sim: Simulator, otel: Otel) -> None:
+    async with session_for(sim) as kling:
+        first = await kling.upload_image(IMAGE)
+        again = await kling.upload_image(IMAGE)  # the same content: reused, not sent again
+    assert again.url == first.url and sim.count("streamUpload") == 1
+    spans = otel.finished()
+    uploads = [s for s in spans if s.name == "kling_async.upload"]
+    assert len(uploads) == 2 and all(s.parent is None for s in uploads)
+    files = [[dict(e.attributes or {}) for e in s.events if e.name == "file"] for s in uploads]
+    assert [[f["kling_async.source"] for f in one] for one in files] == [["sent"], ["reused"]]
+    assert files[0][0]["kling_async.upload_path"] == IMAGE_UPLOAD_PATH
+    assert files[0][0]["kling_async.size"] == IMAGE.stat().st_size
+    # The send itself is a root span of its own, whoever asked for it.
+    (send,) = [s for s in spans if s.name == "kling_async.upload.send"]
+    assert send.parent is None
 
 
 CHILD = textwrap.dedent(

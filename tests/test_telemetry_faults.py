@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from kling_async import Job, KlingSession, telemetry
 from kling_async.journal import SUCCEEDED
 from kling_async.ratelimit import RateLimiter
-from kling_async.settings import DEFAULT_CREATE_LIMIT
+from kling_async.settings import DEFAULT_CREATE_LIMIT, IMAGE_UPLOAD_PATH
 from kling_async.simulator import FaultConfig
 
 from .conftest import MEDIA, SimFactory, eventually, serve, session_for
@@ -127,7 +127,7 @@ async def test_a_limiter_shared_by_many_sessions_is_counted_once() -> None:
                                 queued[p.attributes["limiter"]] = p.value
             assert queued == {"createTask": 1, "recordInfo": 0}
             # The registry holds what is alive: the shared limiter and this session's own.
-            assert len(telemetry._gauges["limiter.queue"]) == 2
+            assert len(telemetry._metrics._gauges["limiter.queue"]) == 2
         shared.waiting = 0
     finally:
         telemetry.configure()
@@ -152,7 +152,11 @@ async def test_an_upload_shared_by_jobs_claims_none_of_them(
     assert sum(1 for s in sends for e in s.events if e.name == "retry") == len(retries)
     uploads = [s for s in spans if s.name == "kling_async.upload"]
     assert uploads and not [e for s in uploads for e in s.events if e.name == "retry"]
-    assert any(s.attributes and s.attributes.get("kling_async.shared") for s in uploads)
+    files = [dict(e.attributes or {}) for s in uploads for e in s.events if e.name == "file"]
+    # Each job's step names the image (the video never comes: the image failed), sent by one
+    # job and joined by the others.
+    assert {f["kling_async.upload_path"] for f in files} == {IMAGE_UPLOAD_PATH}
+    assert sorted(f["kling_async.source"] for f in files) == ["joined", "joined", "sent"]
 
 
 async def test_downloads_answered_429_are_counted(otel: Otel, tmp_path: Path) -> None:

@@ -162,9 +162,10 @@ class JobRunner(EventReporter):
             model, background_source = self._options(job)
             # Both files are judged before either is uploaded: a bad video costs no upload.
             seconds = await self._validate(job)
+            image_url, video_url = await self._upload(job, record)
             inp = MotionControlInput(
-                await self._media(job, "image", record),
-                await self._media(job, "video", record),
+                image_url,
+                video_url,
                 prompt=job.prompt,
                 character_orientation=job.character_orientation,
                 mode=job.mode,
@@ -361,6 +362,11 @@ class JobRunner(EventReporter):
         # Counted at once (before any await): concurrent jobs never overshoot together.
         self._committed += cost
         return cost
+
+    @telemetry.traced("upload", join=True)  # one span for the step; each file an event in it
+    async def _upload(self, job: Job, record: JournalRecord | None) -> tuple[str, str]:
+        """The URLs of the job's image and video: uploaded now, or earlier (journal, or given)."""
+        return await self._media(job, "image", record), await self._media(job, "video", record)
 
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
         source: MediaSource = job.image if which == "image" else job.video

@@ -21,12 +21,17 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from . import _common, _metrics
+from ._common import PREFIX, log
+from ._common import clean as _clean
+from ._common import otel as _otel
+from ._common import trouble as _trouble
+from ._metrics import METRICS, count, record, watch
 
 __all__ = [
     "METRICS",
@@ -46,92 +51,21 @@ __all__ = [
     "watch",
 ]
 
-#: What every span, attribute and metric name of the library starts with.
-PREFIX = "kling_async."
-#: The library's metrics: name (after ``PREFIX``) -> (kind, unit, description, labels). Counters
-#: are tallied here and read by the SDK when it collects (observable counters): a count costs a
-#: dict update, not a trip through the SDK, and most are made per request. ``origin``: a task
-#: ``created`` by this session, or ``resumed`` (only waited for: a rerun's, say).
-METRICS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
-    "tasks.created": ("counter", "{task}", "Tasks created (createTask gave a task id)", ("model",)),
-    "tasks.finished": ("counter", "{task}", "Tasks seen to end", ("state", "origin")),
-    "credits.estimated": ("counter", "{credit}", "Estimated credits of the tasks created", ()),
-    "credits.consumed": ("counter", "{credit}", "Credits tasks consumed", ("origin",)),
-    "http.rate_limited": ("counter", "{response}", "429 answers received", ("endpoint",)),
-    "retries": ("counter", "{retry}", "Requests tried again, by reason (the error)", ("reason",)),
-    "submissions.unknown": ("counter", "{call}", "createTask calls with an unknown outcome", ()),
-    "limiter.wait": ("counter", "s", "Time requests spent waiting for a rate slot", ("limiter",)),
-    "limiter.granted": ("counter", "{request}", "Rate slots granted", ("limiter",)),
-    "limiter.queue": ("gauge", "{request}", "Requests waiting for a rate slot now", ("limiter",)),
-    "job.duration": ("histogram", "s", "Jobs from start to outcome, by outcome", ("outcome",)),
-    "upload.bytes": ("counter", "By", "Bytes of files uploaded", ()),
-    "download.bytes": ("counter", "By", "Bytes of results downloaded", ()),
-}
-
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
 J = TypeVar("J")
 
-log = logging.getLogger("kling_async")
-
-# opentelemetry's ``trace``, ``metrics`` and ``context`` modules, once looked for (None: not
-# installed).
-_api: tuple[Any, Any, Any] | None = None
-_looked = False
+# The tracer of the provider configured (or the global one), once it has one.
 _tracer_provider: Any = None
-_meter_provider: Any = None
 _tracer: Any = None
-# Instruments of the global meter live as long as the process (making one twice is an error
-# to the SDK); those of a configured provider, as long as it is configured.
-_global_instruments: dict[str, Any] = {}
-_instruments = _global_instruments
-# What each gauge reads when collected, by id of the object read (a user's may not hash; one
-# shared by sessions counts once): (the object, weakly; its attribute; labels).
-_gauges: dict[str, dict[int, tuple[weakref.ref[Any], str, dict[str, str]]]] = {}
-# Sessions may be opened in several threads while the SDK collects in its own.
-_gauge_lock = threading.Lock()
-# Totals of the tallied counters, by labels, since the meter provider in use was configured.
-_tallies: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-_tally_lock = threading.Lock()
-# Where telemetry itself failed (an SDK, a processor, an exporter raising): each is logged once.
-_failed: set[str] = set()
-
-
-def _trouble(where: str, exc: BaseException) -> None:
-    """Telemetry failed at ``where``: say so once, at DEBUG; the job never hears of it."""
-    if where not in _failed:
-        _failed.add(where)
-        log.debug("telemetry failed in %s (ignored from now on): %r", where, exc)
-
-
-def _otel() -> tuple[Any, Any, Any] | None:
-    global _api, _looked
-    if not _looked:
-        _looked = True
-        try:
-            from opentelemetry import context, metrics, trace
-        except ImportError:
-            return None
-        except Exception as exc:  # a broken install: no telemetry, never a failed job
-            _trouble("import", exc)
-            return None
-        _api = (trace, metrics, context)
-    return _api
 
 
 def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Use these providers instead of OpenTelemetry's global ones (None: the global one)."""
-    global _tracer_provider, _meter_provider, _tracer, _instruments
-    _tracer_provider, _meter_provider = tracer_provider, meter_provider
-    _tracer = None
-    _instruments = _global_instruments if meter_provider is None else {}
-    _tallies.clear()  # a new provider counts from now
-    for name in list(_gauges):
-        try:
-            _instrument(name)
-        except Exception as exc:
-            _trouble("meter", exc)
+    global _tracer_provider, _tracer
+    _tracer_provider, _tracer = tracer_provider, None
+    _metrics.use(meter_provider)
 
 
 def _get_tracer() -> Any:
@@ -145,15 +79,6 @@ def _get_tracer() -> Any:
             return None  # no tracing set up (yet): its spans would record nothing anyway
         _tracer = provider.get_tracer("kling_async")
     return _tracer
-
-
-def _clean(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Attributes under ``PREFIX``, None dropped, anything not a plain value as text."""
-    return {
-        PREFIX + name: value if isinstance(value, str | bool | int | float) else str(value)
-        for name, value in attrs.items()
-        if value is not None
-    }
 
 
 class _NoSpan:
@@ -185,7 +110,7 @@ class _Active:
         self._token: Any = None
 
     def __enter__(self) -> Any:
-        trace, _, context = _api  # type: ignore[misc]  # set: a span exists
+        trace, _, context = _common._api  # type: ignore[misc]  # set: a span exists
         try:
             self._token = context.attach(trace.set_span_in_context(self._span))
         except Exception as exc:
@@ -193,7 +118,7 @@ class _Active:
         return self._span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        trace, _, context = _api  # type: ignore[misc]
+        trace, _, context = _common._api  # type: ignore[misc]
         # Each part on its own: whatever fails (SDK, processor, exporter), the context is
         # restored and the span ended if at all possible; the job never hears of it.
         try:
@@ -234,17 +159,20 @@ def span(name: str, **attrs: Any) -> Any:
 
 
 def traced(
-    name: str, **attrs: Any
+    name: str, *, join: bool = False, **attrs: Any
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Decorate a coroutine function: each call runs in a span ``kling_async.NAME``.
 
-    The span names the task its job is about, once the job knows it.
+    The span names the task its job is about, once the job knows it. ``join``: a call made
+    within a span of the same name (opened by a function decorated so) runs in that one.
     """
     full, cleaned = PREFIX + name, _clean(attrs)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if join and _joinable.get() == full:
+                return await fn(*args, **kwargs)
             try:
                 tracer = _get_tracer()
                 opened: Any = _NO_SPAN
@@ -258,17 +186,27 @@ def traced(
                 _trouble("span start", exc)
                 opened = _NO_SPAN
             with opened:
-                return await fn(*args, **kwargs)
+                if not join:
+                    return await fn(*args, **kwargs)
+                token = _joinable.set(full)
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    _joinable.reset(token)
 
         return wrapper
 
     return decorate
 
 
+# The span of a ``traced(..., join=True)`` function open here: calls of the same name join it.
+_joinable: contextvars.ContextVar[str | None] = contextvars.ContextVar("kling_join", default=None)
+
+
 def _current_span() -> Any:
     if _get_tracer() is None:
         return None  # no tracing: no span of ours can be current
-    current = _api[0].get_current_span()  # type: ignore[index]
+    current = _common._api[0].get_current_span()  # type: ignore[index]
     return current if current.is_recording() else None
 
 
@@ -290,103 +228,6 @@ def event(name: str, **attrs: Any) -> None:
             current.add_event(name, _clean(attrs))
     except Exception as exc:
         _trouble("event", exc)
-
-
-def _instrument(name: str) -> Any:
-    found = _instruments.get(name)
-    if found is None:
-        api = _otel()
-        if api is None:
-            return None
-        meter = (_meter_provider or api[1].get_meter_provider()).get_meter("kling_async")
-        kind, unit, description, _ = METRICS[name]
-        if kind == "gauge":
-            found = meter.create_observable_gauge(
-                PREFIX + name, [_reader(name, api[1].Observation)], unit, description
-            )
-        elif kind == "counter":
-            found = meter.create_observable_counter(
-                PREFIX + name, [_totals(name, api[1].Observation)], unit, description
-            )
-        else:
-            found = meter.create_histogram(PREFIX + name, unit=unit, description=description)
-        _instruments[name] = found
-    return found
-
-
-def _reader(name: str, observation: Any) -> Callable[[Any], list[Any]]:
-    def read(_: Any) -> list[Any]:
-        with _gauge_lock:
-            entries = list(_gauges.get(name, {}).values())
-        totals: dict[tuple[tuple[str, str], ...], float] = {}
-        for ref, attribute, labels in entries:
-            source = ref()
-            if source is not None:
-                key = tuple(sorted(labels.items()))
-                totals[key] = totals.get(key, 0) + getattr(source, attribute)
-        return [observation(value, dict(key)) for key, value in totals.items()]
-
-    return read
-
-
-def _totals(name: str, observation: Any) -> Callable[[Any], list[Any]]:
-    def read(_: Any) -> list[Any]:
-        with _tally_lock:
-            totals = list(_tallies.get(name, {}).items())
-        return [observation(value, dict(key)) for key, value in totals]
-
-    return read
-
-
-def count(name: str, n: float = 1, **labels: str) -> None:
-    """Add ``n`` to the counter ``kling_async.NAME`` (one of :data:`METRICS`)."""
-    if not n or _otel() is None:
-        return
-    if name not in _instruments:
-        try:
-            _instrument(name)
-        except Exception as exc:  # the tally is kept: a later provider may read it
-            _trouble("meter", exc)
-    key = tuple(labels.items())
-    with _tally_lock:  # event loops of several threads may count at once
-        totals = _tallies.setdefault(name, {})
-        totals[key] = totals.get(key, 0) + n
-
-
-def watch(name: str, source: object, attribute: str, **labels: str) -> None:
-    """Report ``source.ATTRIBUTE`` as the gauge ``kling_async.NAME`` (summed by labels).
-
-    Read only when metrics are collected: nothing is spent per change. ``source`` is held
-    weakly, and forgotten once it is gone; watched again (a limiter shared by several
-    sessions), it is still read once.
-    """
-    if _otel() is None:
-        return
-    try:
-        ref = weakref.ref(source)
-    except TypeError as exc:  # an object that cannot be held weakly: not watched
-        _trouble("watch", exc)
-        return
-    with _gauge_lock:
-        # Those gone are dropped here: a weakref callback could run (GC) in the midst of this.
-        sources = _gauges.setdefault(name, {})
-        for dead in [k for k, entry in sources.items() if entry[0]() is None]:
-            del sources[dead]
-        sources[id(source)] = (ref, attribute, labels)
-    try:
-        _instrument(name)
-    except Exception as exc:
-        _trouble("meter", exc)
-
-
-def record(name: str, value: float, **labels: str) -> None:
-    """Record ``value`` in the histogram ``kling_async.NAME`` (one of :data:`METRICS`)."""
-    try:
-        instrument = _instrument(name)
-        if instrument is not None:
-            instrument.record(value, labels or None)
-    except Exception as exc:
-        _trouble("record", exc)
 
 
 # -- which job and task a log record (or a span) is about ------------------------------------------
