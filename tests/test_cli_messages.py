@@ -18,7 +18,7 @@ from kling_async import ConfigurationError, KlingSession, MotionControlInput
 from kling_async.cli._commands import hosts
 from kling_async.journal import Journal
 from kling_async.settings import check_api_key, upload_base_url_for
-from kling_async.simulator import Simulator
+from kling_async.simulator import FaultConfig, Simulator
 
 from .cli_run import assert_no_key_was_printed, cli, interrupted, manifest
 from .conftest import MEDIA, SimFactory
@@ -51,7 +51,24 @@ async def test_ctrl_c_in_a_batch_without_a_journal_warns_that_a_rerun_pays_again
     assert code == 130 and "Traceback" not in text, text
     assert "without a journal a rerun creates every job again" in text, text
     assert "--journal" in text and "run the same command again" not in text
-    assert all(task_id in text for task_id in sim.tasks)  # each can still be waited for
+    assert all(task_id in text for task_id in sim.tasks), text  # each can still be waited for
+
+
+async def test_ctrl_c_while_an_answer_is_on_the_wire_still_names_its_task(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    # Every createTask answer is held back (about 1 s): Ctrl-C comes while the request is on
+    # the wire, before its task exists. The batch lets it land; its id must reach the message.
+    faults = FaultConfig(slow=1.0, slow_seconds=500, endpoints=frozenset({"createTask"}))
+    sim = await make_sim(time_scale=0.002, generating_seconds=1e7, faults=faults)
+    jobs = manifest(tmp_path / "jobs.csv", [f"{IMAGE},{VIDEO},p0,k0,720p"])
+    code, text = await interrupted(
+        "batch", str(jobs), sim=sim, when=lambda: sim.count("createTask") == 1
+    )
+    assert code == 130 and "Traceback" not in text, text
+    [task_id] = sim.tasks  # it landed after the interrupt
+    assert sim.tasks_created[sim.api_key] == 1
+    assert f"1 task had been created ({task_id})" in text, text
 
 
 async def test_wait_saves_into_a_folder_and_not_twice(make_sim: SimFactory, tmp_path: Path) -> None:

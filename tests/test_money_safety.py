@@ -29,6 +29,8 @@ from kling_async import (
     TaskTimeoutError,
     TransportError,
 )
+from kling_async.batch.landing import Landings
+from kling_async.jobs import JobEventKind
 from kling_async.journal import CREATED, PENDING, UNKNOWN, Journal, release_jobs
 from kling_async.simulator import FaultConfig, Simulator
 
@@ -139,6 +141,32 @@ async def test_a_cancelled_journal_write_still_records_the_task_id(tmp_path: Pat
                 await write
             record = await journal.get(key)
             assert record is not None and record.task_id == f"t{attempt}"
+
+
+async def test_a_job_cancelled_while_its_task_is_recorded_still_tells_of_it(
+    tmp_path: Path,
+) -> None:
+    # The task exists: a job cancelled between createTask's answer and its CREATED event must
+    # still leave the id in the journal and tell on_event (a caller without a journal has
+    # nothing else to name it by).
+    heard: list[tuple[JobEventKind, str, str | None]] = []
+
+    async def emit(kind: JobEventKind, key: str, **fields: Any) -> None:
+        heard.append((kind, key, fields.get("task_id")))
+
+    async with Journal(tmp_path / "j.sqlite") as journal:
+        landings = Landings(journal, emit, 30.0)
+        for attempt in range(5):
+            step = asyncio.create_task(landings.record_created(f"job-{attempt}", f"t{attempt}"))
+            await asyncio.sleep(0)  # the record is under way, in the journal's thread
+            step.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await step
+        await landings.landed()
+        for attempt in range(5):
+            record = await journal.get(f"job-{attempt}")
+            assert record is not None and record.task_id == f"t{attempt}"
+    assert heard == [(JobEventKind.CREATED, f"job-{i}", f"t{i}") for i in range(5)]
 
 
 # -- outages while tasks render ------------------------------------------------------------------

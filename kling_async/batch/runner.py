@@ -14,7 +14,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,6 @@ from ..journal import (
     UNKNOWN,
     BatchJournal,
     JournalRecord,
-    record_task,
 )
 from ..media import validate_image, validate_video
 from ..models import (
@@ -56,6 +55,7 @@ from ..rules import MODEL_NAME, estimate_credits
 from ..submission import Submission
 from ..webhooks import WebhookReceiver
 from .events import EventReporter, OnEvent
+from .landing import Landings
 
 __all__ = ["JobRunner", "OnEvent", "file_stem"]
 
@@ -105,30 +105,13 @@ class JobRunner(EventReporter):
         self.retry_failed = retry_failed
         #: Estimated credits of the tasks this runner created (or may have): the batch's spend.
         self._committed = 0.0
-        # Journal bookkeeping of createTask calls whose job was cancelled while they were on
-        # the wire: owned here, awaited by :meth:`landed` before the journal closes.
-        self._landing: set[asyncio.Task[None]] = set()
+        # createTask calls whose job was cancelled while they were on the wire (or recorded):
+        # owned there, awaited by :meth:`landed` before the journal closes.
+        self.landings = Landings(journal, self.emit, session.request_timeout)
 
     async def landed(self) -> None:
         """Wait until every createTask left on the wire by a cancelled job is recorded."""
-        if self._landing:
-            log.warning(
-                "stopping: waiting (at most %g s) for %d createTask answers on the wire to be "
-                "recorded; a second interrupt leaves those jobs unknown",
-                self.session.request_timeout,
-                len(self._landing),
-            )
-        while self._landing:
-            await asyncio.wait(set(self._landing))
-
-    def _own(self, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(step)  # the runner's: a cancel does not stop it; landed waits
-        self._landing.add(task)
-        task.add_done_callback(self._landing.discard)
-        return task
-
-    async def _record_created(self, key: str, task_id: str) -> None:
-        await asyncio.shield(self._own(record_task(self.journal, key, task_id)))
+        await self.landings.landed()
 
     async def _record(self, key: str, **fields: Any) -> None:
         if self.journal is not None:
@@ -190,7 +173,7 @@ class JobRunner(EventReporter):
                 self._committed -= cost  # surely not created (or the job is going away unsent)
                 raise
             else:  # paid for: a journal that cannot record it never takes back its cost
-                await self._record_created(key, task_id)
+                await self.landings.record_created(key, task_id)
             finally:
                 if after_create is not None:
                     after_create()
@@ -300,7 +283,7 @@ class JobRunner(EventReporter):
         if callback_token(task.callback_url) not in (token, None):
             log.warning("callback for job %s named task %s of another job", key, task.task_id)
             raise unknown
-        await self._record_created(key, task.task_id)
+        await self.landings.record_created(key, task.task_id)
         log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
         return task.task_id
 
@@ -420,9 +403,9 @@ class JobRunner(EventReporter):
                 submission=sub,
             )
         except asyncio.CancelledError:
-            # The session lets a request on the wire land; record how it ends, even though
-            # this job is going away.
-            self._own(self._record_landing(key, sub))
+            # The session lets a request on the wire land; record how it ends (and tell of
+            # its task), even though this job is going away.
+            self.landings.land(key, sub)
             raise
         except SubmissionUnknownError as exc:
             await self._record(key, status=UNKNOWN, error=exc.message)
@@ -450,22 +433,6 @@ class JobRunner(EventReporter):
             await self._record(key, status=status, error=f"{type(exc).__name__}")
             raise
         return task_id  # recorded by the caller
-
-    async def _record_landing(self, key: str, sub: Submission) -> None:
-        try:
-            await sub.settled()
-            if sub.task_id is not None:
-                log.info("job %s: task %s landed after the batch stopped", key, sub.task_id)
-                await record_task(self.journal, key, sub.task_id)
-            elif sub.sent:
-                log.warning("job %s: its createTask was on the wire, never answered: unknown", key)
-                stopped = "the batch stopped while createTask was on the wire"
-                await self._record(key, status=UNKNOWN, error=stopped)
-            else:  # never sent (or surely refused): nothing exists, the job may run again
-                unsent = "the batch stopped before it was sent"
-                await self._record(key, status=PENDING, error=unsent)
-        except KlingError as exc:  # the journal closed under us (a second Ctrl-C): say what
-            log.error("job %s: could not record how its createTask ended: %s", key, exc)
 
     async def _finish(self, job: Job, task_id: str) -> GenerationResult:
         key = job.job_key

@@ -1,0 +1,112 @@
+"""createTask calls that outlive their job: recorded and told in steps the runner owns.
+
+A job cancelled (Ctrl-C, a closed batch) while its createTask is on the wire, or while the task
+it just made is being recorded, goes away; the task may exist and be paid for all the same. The
+steps here finish for it: the answer lands, the journal records it, and ``on_event`` hears of
+the task (``CREATED``), so a caller without a journal can still name it. The batch waits for them
+(:meth:`Landings.landed`, bounded) before its journal closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from ..errors import KlingError
+from ..jobs import JobEventKind
+from ..journal import PENDING, UNKNOWN, BatchJournal, record_task
+from ..submission import Submission
+
+__all__ = ["Landings"]
+
+log = logging.getLogger("kling_async")
+
+Emit = Callable[..., Awaitable[None]]
+
+
+class Landings:
+    """The runner's steps that outlive a cancelled job, owned here until they end.
+
+    ``emit`` reports an event (the runner's); ``bound`` (seconds) caps how long a late
+    ``CREATED`` may keep ``on_event`` busy while the batch stops.
+    """
+
+    def __init__(self, journal: BatchJournal | None, emit: Emit, bound: float) -> None:
+        self.journal = journal
+        self._emit = emit
+        self._bound = bound
+        self._steps: set[asyncio.Future[None]] = set()
+
+    def own(self, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run ``step`` in a task of the runner's: a job's cancel does not stop it."""
+        task = asyncio.ensure_future(step)
+        self._steps.add(task)
+        task.add_done_callback(self._steps.discard)
+        return task
+
+    async def landed(self) -> None:
+        """Wait until every step left by a cancelled job has ended."""
+        if self._steps:
+            log.warning(
+                "stopping: waiting (at most %g s) for %d createTask answers on the wire to be "
+                "recorded; a second interrupt leaves those jobs unknown",
+                self._bound,
+                len(self._steps),
+            )
+        while self._steps:
+            await asyncio.wait(set(self._steps))
+
+    async def record_created(self, key: str, task_id: str) -> None:
+        """Record job ``key``'s task; if the job is cancelled meanwhile, it is still told."""
+        recording = self.own(record_task(self.journal, key, task_id))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            # The job goes away with its task made and paid for: its caller still hears of it.
+            self.own(self._tell(key, task_id, after=recording))
+            raise
+
+    def land(self, key: str, sub: Submission) -> None:
+        """Job ``key`` was cancelled with ``sub`` on the wire: record how it ends, and tell."""
+        self.own(self._land(key, sub))
+
+    async def _land(self, key: str, sub: Submission) -> None:
+        try:
+            await sub.settled()
+            if sub.task_id is not None:
+                log.info("job %s: task %s landed after the batch stopped", key, sub.task_id)
+                try:
+                    await record_task(self.journal, key, sub.task_id)
+                finally:
+                    await self._tell(key, sub.task_id)
+            elif sub.sent:
+                log.warning("job %s: its createTask was on the wire, never answered: unknown", key)
+                stopped = "the batch stopped while createTask was on the wire"
+                await self._record(key, status=UNKNOWN, error=stopped)
+            else:  # never sent (or surely refused): nothing exists, the job may run again
+                unsent = "the batch stopped before it was sent"
+                await self._record(key, status=PENDING, error=unsent)
+        except KlingError as exc:  # the journal closed under us (a second Ctrl-C): say what
+            log.error("job %s: could not record how its createTask ended: %s", key, exc)
+
+    async def _tell(
+        self, key: str, task_id: str, after: asyncio.Future[None] | None = None
+    ) -> None:
+        """``CREATED`` for a job that is gone (after its record, ``after``, has ended)."""
+        if after is not None:
+            await asyncio.wait({after})
+            if not after.cancelled():
+                after.exception()  # read: a refused record was logged with its task id
+        try:
+            async with asyncio.timeout(self._bound):
+                await self._emit(JobEventKind.CREATED, key, task_id=task_id)
+        except TimeoutError:
+            log.warning(
+                "job %s: on_event was still busy with task %s after %g s", key, task_id, self._bound
+            )
+
+    async def _record(self, key: str, **fields: Any) -> None:
+        if self.journal is not None:
+            await self.journal.update(key, **fields)
