@@ -177,6 +177,7 @@ class Uploader:
 
         return await self._once(key, send, on_progress)
 
+    @telemetry.traced("upload", join=True)
     async def upload_bytes(
         self, content: bytes, *, upload_path: str, file_name: str | None
     ) -> UploadedFile:
@@ -257,6 +258,7 @@ class Uploader:
             return cached
         # The relay's pump is this caller's: it ends when this caller stops waiting, and the
         # last report is delivered before the upload is returned.
+        told = False
         async with ProgressRelay(on_progress, timeout=self._grace) as relay:
             while True:
                 flight = self._in_flight.get(key)
@@ -265,7 +267,9 @@ class Uploader:
                 source = "joined"
                 if flight is None or flight.task.cancelled():
                     flight, source = self._start_flight(key, send), "sent"
-                telemetry.event("file", upload_path=key[2], size=key[1], source=source)
+                if not told:  # once per call, even if it takes up a new flight below
+                    telemetry.event("file", upload_path=key[2], size=key[1], source=source)
+                    told = True
                 flight.waiters += 1
                 flight.listeners.append(relay.offer)
                 try:

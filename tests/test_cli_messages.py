@@ -57,9 +57,9 @@ async def test_ctrl_c_in_a_batch_without_a_journal_warns_that_a_rerun_pays_again
 async def test_ctrl_c_while_an_answer_is_on_the_wire_still_names_its_task(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    # Every createTask answer is held back (about 1 s): Ctrl-C comes while the request is on
+    # Every createTask answer is held back (about 3 s): Ctrl-C comes while the request is on
     # the wire, before its task exists. The batch lets it land; its id must reach the message.
-    faults = FaultConfig(slow=1.0, slow_seconds=500, endpoints=frozenset({"createTask"}))
+    faults = FaultConfig(slow=1.0, slow_seconds=1500, endpoints=frozenset({"createTask"}))
     sim = await make_sim(time_scale=0.002, generating_seconds=1e7, faults=faults)
     jobs = manifest(tmp_path / "jobs.csv", [f"{IMAGE},{VIDEO},p0,k0,720p"])
     code, text = await interrupted(
@@ -68,6 +68,7 @@ async def test_ctrl_c_while_an_answer_is_on_the_wire_still_names_its_task(
     assert code == 130 and "Traceback" not in text, text
     [task_id] = sim.tasks  # it landed after the interrupt
     assert sim.tasks_created[sim.api_key] == 1
+    assert "stopping: waiting for the createTask calls of 1 cancelled jobs" in text, text
     assert f"1 task had been created ({task_id})" in text, text
 
 

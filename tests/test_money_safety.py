@@ -158,7 +158,7 @@ async def test_a_job_cancelled_while_its_task_is_recorded_still_tells_of_it(
         landings = Landings(journal, emit, 30.0)
         for attempt in range(5):
             step = asyncio.create_task(landings.record_created(f"job-{attempt}", f"t{attempt}"))
-            await asyncio.sleep(0)  # the record is under way, in the journal's thread
+            await asyncio.sleep(0)  # the job's step awaits its record (not yet run): cancel
             step.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await step

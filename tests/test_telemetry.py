@@ -10,7 +10,7 @@ import os
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -404,6 +404,43 @@ async def test_an_upload_alone_is_one_span_naming_its_file(sim: Simulator, otel:
     # The send itself is a root span of its own, whoever asked for it.
     (send,) = [s for s in spans if s.name == "kling_async.upload.send"]
     assert send.parent is None
+
+
+async def test_files_given_as_uploads_are_named_in_the_upload_step(
+    sim: Simulator, otel: Otel
+) -> None:
+    async with session_for(sim) as kling:
+        image, video = await kling.upload_image(IMAGE), await kling.upload_video(VIDEO)
+        result = await kling.generate(image, video)
+    assert result.task.task_id
+    spans = otel.finished()
+    (job,) = [s for s in spans if s.name == "kling_async.job"]
+    (upload,) = [s for s in children(spans, job) if s.name == "kling_async.upload"]
+    files = [dict(e.attributes or {}) for e in upload.events if e.name == "file"]
+    assert [(f["kling_async.which"], f["kling_async.source"]) for f in files] == [
+        ("image", "given"),
+        ("video", "given"),
+    ]
+
+
+async def test_a_job_started_within_an_upload_step_opens_its_own(otel: Otel) -> None:
+    # A job started from another job's upload step (its on_event, say) is a job of its own:
+    # its upload step is a span of its own, not the other job's.
+    @telemetry.traced("upload", join=True)
+    async def upload(then: Callable[[], Awaitable[None]] | None = None) -> None:
+        if then is not None:
+            await then()
+
+    async def second() -> None:
+        with telemetry.job("second"):
+            await upload()
+
+    with telemetry.job("first"):
+        await upload(second)
+    spans = otel.finished()
+    jobs = {attr(s, "job_key"): s for s in spans if s.name == "kling_async.job"}
+    for key in ("first", "second"):
+        assert [s.name for s in children(spans, jobs[key])] == ["kling_async.upload"]
 
 
 CHILD = textwrap.dedent(

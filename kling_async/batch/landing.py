@@ -37,40 +37,45 @@ class Landings:
         self.journal = journal
         self._emit = emit
         self._bound = bound
-        self._steps: set[asyncio.Future[None]] = set()
+        # Each step, and the job it finishes for.
+        self._steps: dict[asyncio.Future[None], str] = {}
 
-    def own(self, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
-        """Run ``step`` in a task of the runner's: a job's cancel does not stop it."""
+    def own(self, key: str, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+        """Run ``step`` for job ``key`` in a task of the runner's, which a job's cancel spares."""
         task = asyncio.ensure_future(step)
-        self._steps.add(task)
-        task.add_done_callback(self._steps.discard)
+        self._steps[task] = key
+        task.add_done_callback(lambda done: self._steps.pop(done, None))
         return task
 
     async def landed(self) -> None:
         """Wait until every step left by a cancelled job has ended."""
         if self._steps:
             log.warning(
-                "stopping: waiting (at most %g s) for %d createTask answers on the wire to be "
-                "recorded; a second interrupt leaves those jobs unknown",
+                "stopping: waiting for the createTask calls of %d cancelled jobs to be recorded "
+                "(each at most about %g s); a second interrupt leaves those jobs unknown",
+                len(set(self._steps.values())),
                 self._bound,
-                len(self._steps),
             )
         while self._steps:
             await asyncio.wait(set(self._steps))
 
-    async def record_created(self, key: str, task_id: str) -> None:
-        """Record job ``key``'s task; if the job is cancelled meanwhile, it is still told."""
-        recording = self.own(record_task(self.journal, key, task_id))
+    async def record_created(
+        self, key: str, task_id: str, kind: JobEventKind = JobEventKind.CREATED
+    ) -> None:
+        """Record job ``key``'s task; if the job is cancelled meanwhile, ``kind`` still tells it."""
+        recording = self.own(key, record_task(self.journal, key, task_id))
         try:
             await asyncio.shield(recording)
         except asyncio.CancelledError:
-            # The job goes away with its task made and paid for: its caller still hears of it.
-            self.own(self._tell(key, task_id, after=recording))
+            # The job goes away with its task made and paid for. Said here first: a second
+            # interrupt may cancel what follows before it runs.
+            log.warning("job %s: cancelled while its task %s was being recorded", key, task_id)
+            self.own(key, self._tell(key, task_id, kind, after=recording))
             raise
 
     def land(self, key: str, sub: Submission) -> None:
         """Job ``key`` was cancelled with ``sub`` on the wire: record how it ends, and tell."""
-        self.own(self._land(key, sub))
+        self.own(key, self._land(key, sub))
 
     async def _land(self, key: str, sub: Submission) -> None:
         try:
@@ -80,7 +85,7 @@ class Landings:
                 try:
                     await record_task(self.journal, key, sub.task_id)
                 finally:
-                    await self._tell(key, sub.task_id)
+                    await self._tell(key, sub.task_id, JobEventKind.CREATED)
             elif sub.sent:
                 log.warning("job %s: its createTask was on the wire, never answered: unknown", key)
                 stopped = "the batch stopped while createTask was on the wire"
@@ -92,20 +97,24 @@ class Landings:
             log.error("job %s: could not record how its createTask ended: %s", key, exc)
 
     async def _tell(
-        self, key: str, task_id: str, after: asyncio.Future[None] | None = None
+        self,
+        key: str,
+        task_id: str,
+        kind: JobEventKind,
+        after: asyncio.Future[None] | None = None,
     ) -> None:
-        """``CREATED`` for a job that is gone (after its record, ``after``, has ended)."""
-        if after is not None:
-            await asyncio.wait({after})
-            if not after.cancelled():
-                after.exception()  # read: a refused record was logged with its task id
+        """Tell ``on_event`` of the task of a job that is gone, then read its record's end."""
         try:
             async with asyncio.timeout(self._bound):
-                await self._emit(JobEventKind.CREATED, key, task_id=task_id)
+                await self._emit(kind, key, task_id=task_id)
         except TimeoutError:
             log.warning(
                 "job %s: on_event was still busy with task %s after %g s", key, task_id, self._bound
             )
+        if after is not None:
+            await asyncio.wait({after})
+            if not after.cancelled():
+                after.exception()  # read: a refused record was logged with its task id
 
     async def _record(self, key: str, **fields: Any) -> None:
         if self.journal is not None:

@@ -168,7 +168,9 @@ class JobRunner(EventReporter):
                     after_create()  # the batch may go on while this job listens for its callback
                     after_create = None
                 # With a webhook receiver, the task's callback can still tell us its id.
-                task_id = await self._resolve_by_callback(key, token, unknown, wait=True)
+                task_id = await self._resolve_by_callback(
+                    key, token, unknown, wait=True, kind=JobEventKind.CREATED
+                )
             except BaseException:
                 self._committed -= cost  # surely not created (or the job is going away unsent)
                 raise
@@ -241,7 +243,9 @@ class JobRunner(EventReporter):
         # A callback received meanwhile by this process's receiver may still name the task.
         if record.callback_token is None:
             raise unknown
-        task_id = await self._resolve_by_callback(key, record.callback_token, unknown, wait=False)
+        task_id = await self._resolve_by_callback(
+            key, record.callback_token, unknown, wait=False, kind=JobEventKind.RESUMED
+        )
         await self.emit(JobEventKind.RESUMED, key, task_id=task_id)
         return await self._finish(job, task_id)
 
@@ -253,9 +257,18 @@ class JobRunner(EventReporter):
         return callback_url_with_token(base, token)
 
     async def _resolve_by_callback(
-        self, key: str, token: str, unknown: SubmissionUnknownError, *, wait: bool
+        self,
+        key: str,
+        token: str,
+        unknown: SubmissionUnknownError,
+        *,
+        wait: bool,
+        kind: JobEventKind,
     ) -> str:
-        """The task id of a submission whose answer was lost, from its callback; else raise."""
+        """The task id of a submission whose answer was lost, from its callback; else raise.
+
+        ``kind``: the event the caller reports it with (told even if the job is cancelled).
+        """
         receiver = self.session.webhook
         if receiver is None or self._callback_url(token) is None:
             raise unknown
@@ -283,7 +296,7 @@ class JobRunner(EventReporter):
         if callback_token(task.callback_url) not in (token, None):
             log.warning("callback for job %s named task %s of another job", key, task.task_id)
             raise unknown
-        await self.landings.record_created(key, task.task_id)
+        await self.landings.record_created(key, task.task_id, kind)
         log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
         return task.task_id
 
@@ -354,15 +367,15 @@ class JobRunner(EventReporter):
     async def _media(self, job: Job, which: str, record: JournalRecord | None) -> str:
         source: MediaSource = job.image if which == "image" else job.video
         key = job.job_key
-        if isinstance(source, UploadedFile):
-            return source.url
+        if isinstance(source, UploadedFile) or is_http_url(os.fspath(source)):
+            telemetry.event("file", which=which, source="given")
+            return source.url if isinstance(source, UploadedFile) else os.fspath(source)
         text = os.fspath(source)
-        if is_http_url(text):
-            return text
         if record is not None:
             url = record.image_url if which == "image" else record.video_url
             expires = record.image_expires if which == "image" else record.video_expires
             if url and expires and expires > datetime.now(UTC) + UPLOAD_MARGIN:
+                telemetry.event("file", which=which, source="journal")
                 return url
         path = Path(text)
         # The upload returns once its last report is delivered: UPLOADED comes after it.

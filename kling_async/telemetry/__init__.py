@@ -327,7 +327,7 @@ def job(job_key: str, **attrs: Any) -> JobScope:
 class JobScope:
     """One job's span, scope, duration and outcome line; :meth:`finished` names its task."""
 
-    __slots__ = ("_attrs", "_span", "_started", "_token", "scope")
+    __slots__ = ("_attrs", "_joined", "_span", "_started", "_token", "scope")
 
     def __init__(self, job_key: str, **attrs: Any) -> None:
         self.scope = _Scope(job_key, None)
@@ -335,6 +335,7 @@ class JobScope:
         self._span: Any = None
         self._started = 0.0
         self._token: contextvars.Token[_Scope | None] | None = None
+        self._joined: contextvars.Token[str | None] | None = None
 
     def __enter__(self) -> JobScope:
         self._started = time.monotonic()
@@ -347,6 +348,8 @@ class JobScope:
         except Exception as exc:
             _trouble("span start", exc)
         self._token = _scope.set(self.scope)
+        # A job started from within another's step (its on_event, say) joins none of its spans.
+        self._joined = _joinable.set(None)
         return self
 
     def finished(self, task_id: str, credits: float | None, **attrs: Any) -> None:
@@ -384,5 +387,7 @@ class JobScope:
             # Whatever failed above, the context is left as it was found and the span ended.
             if self._token is not None:
                 _scope.reset(self._token)
+            if self._joined is not None:
+                _joinable.reset(self._joined)
             if self._span is not None:
                 self._span.__exit__(exc_type, exc, tb)
