@@ -206,10 +206,12 @@ class Uploader:
 
         return await self._once(key, send)
 
+    @telemetry.traced("upload", join=True)
     async def upload_url(
         self, url: str, *, upload_path: str, file_name: str | None
     ) -> UploadedFile:
         """Have the service fetch ``url`` itself."""
+        telemetry.event("file", upload_path=upload_path, source="fetched")
         body: dict[str, str] = {"fileUrl": url, "uploadPath": upload_path}
         if file_name:
             body["fileName"] = file_name

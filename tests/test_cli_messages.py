@@ -68,7 +68,7 @@ async def test_ctrl_c_while_an_answer_is_on_the_wire_still_names_its_task(
     assert code == 130 and "Traceback" not in text, text
     [task_id] = sim.tasks  # it landed after the interrupt
     assert sim.tasks_created[sim.api_key] == 1
-    assert "stopping: waiting for the createTask calls of 1 cancelled jobs" in text, text
+    assert "stopping: waiting for 1 createTask call of cancelled jobs" in text, text
     assert f"1 task had been created ({task_id})" in text, text
 
 

@@ -387,6 +387,33 @@ async def test_a_lost_create_answer_is_resolved_by_the_jobs_callback(
     assert tasks_per_prompt(sim) == {job.prompt: 1 for job in jobs}
 
 
+async def test_a_job_cancelled_while_checking_its_callback_names_the_task(
+    make_sim: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kling_async.webhooks import WebhookReceiver
+
+    # The answer is lost; the callback names the task; the check of it (a query) hangs; Ctrl-C.
+    sim = await make_sim(faults=FaultConfig(drop_after=1.0, endpoints=frozenset({"createTask"})))
+    receiver = WebhookReceiver(sim.webhook_hmac_key)
+    url = await receiver.start()
+    try:
+        async with session_for(sim, webhook=receiver, callback_url=url) as kling:
+            batch = asyncio.create_task(run_all(kling, jobs_of(1), job_timeout=60.0))
+            await eventually(lambda: sim.count("createTask") == 1, 30)
+            # Held about 3 s: long enough to cancel in, short enough for the simulator to stop.
+            slow = FaultConfig(slow=1.0, slow_seconds=600, endpoints=frozenset({"recordInfo"}))
+            sim.reconfigure(faults=slow)
+            await eventually(lambda: sim.count("recordInfo") >= 1, 60)
+            batch.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await batch
+    finally:
+        await receiver.close()
+    [task_id] = sim.tasks
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(task_id in line and "cancelled" in line for line in said), said
+
+
 async def test_waits_fall_back_to_polling_when_the_receiver_closes(make_sim: SimFactory) -> None:
     from kling_async.webhooks import WebhookReceiver
 

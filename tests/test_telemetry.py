@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,25 @@ async def test_files_given_as_uploads_are_named_in_the_upload_step(
         ("image", "given"),
         ("video", "given"),
     ]
+
+
+async def test_a_job_left_in_another_context_still_ends_its_span(otel: Otel) -> None:
+    # A job scope in an async generator that the collector closes: its exit runs in another
+    # context than its entry. The span must still end, and nothing may be raised.
+    problems: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, c: problems.append(c))
+
+    async def clips() -> AsyncIterator[int]:
+        with telemetry.job("left"):
+            yield 1
+            yield 2
+
+    feed = clips()
+    assert await anext(feed) == 1
+    del feed
+    gc.collect()
+    await eventually(lambda: any(s.name == "kling_async.job" for s in otel.finished()), 10)
+    assert problems == []
 
 
 async def test_a_job_started_within_an_upload_step_opens_its_own(otel: Otel) -> None:

@@ -2,8 +2,9 @@
 
 A job cancelled (Ctrl-C, a closed batch) while its createTask is on the wire, or while the task
 it just made is being recorded, goes away; the task may exist and be paid for all the same. The
-steps here finish for it: the answer lands, the journal records it, and ``on_event`` hears of
-the task (``CREATED``), so a caller without a journal can still name it. The batch waits for them
+steps here finish for it: the answer lands, the journal records it, the task id is logged, and
+``on_event`` hears of the task (``CREATED``, or ``RESUMED`` for an earlier run's task found by
+its callback), so a caller without a journal can still name it. The batch waits for them
 (:meth:`Landings.landed`, bounded) before its journal closes.
 """
 
@@ -29,32 +30,44 @@ Emit = Callable[..., Awaitable[None]]
 class Landings:
     """The runner's steps that outlive a cancelled job, owned here until they end.
 
-    ``emit`` reports an event (the runner's); ``bound`` (seconds) caps how long a late
-    ``CREATED`` may keep ``on_event`` busy while the batch stops.
+    ``emit`` reports an event (the runner's); ``bound`` (seconds, the request timeout) caps
+    how long a late ``CREATED`` (or ``RESUMED``) may keep ``on_event`` busy while the batch
+    stops.
     """
 
     def __init__(self, journal: BatchJournal | None, emit: Emit, bound: float) -> None:
         self.journal = journal
         self._emit = emit
         self._bound = bound
-        # Each step, and the job it finishes for.
-        self._steps: dict[asyncio.Future[None], str] = {}
+        # Each step, the job it finishes for, and the createTask call it waits on (if any).
+        self._steps: dict[asyncio.Future[None], tuple[str, Submission | None]] = {}
 
-    def own(self, key: str, step: Coroutine[Any, Any, None]) -> asyncio.Future[None]:
+    def own(
+        self, key: str, step: Coroutine[Any, Any, None], sub: Submission | None = None
+    ) -> asyncio.Future[None]:
         """Run ``step`` for job ``key`` in a task of the runner's, which a job's cancel spares."""
         task = asyncio.ensure_future(step)
-        self._steps[task] = key
-        task.add_done_callback(lambda done: self._steps.pop(done, None))
+        self._steps[task] = (key, sub)
+        task.add_done_callback(self._ended)
         return task
+
+    def _ended(self, step: asyncio.Future[None]) -> None:
+        key, _ = self._steps.pop(step, ("?", None))
+        if not step.cancelled() and step.exception() is not None:
+            log.error("job %s: a step after its cancel failed", key, exc_info=step.exception())
 
     async def landed(self) -> None:
         """Wait until every step left by a cancelled job has ended."""
-        if self._steps:
+        # A call still waiting for its rate slot was never sent: it is not waited on for long.
+        jobs = {key for key, sub in self._steps.values() if sub is None or sub.sent or sub.task_id}
+        if jobs:
+            calls = "createTask call" if len(jobs) == 1 else "createTask calls"
             log.warning(
-                "stopping: waiting for the createTask calls of %d cancelled jobs to be recorded "
-                "(each at most about %g s); a second interrupt leaves those jobs unknown",
-                len(set(self._steps.values())),
-                self._bound,
+                "stopping: waiting for %d %s of cancelled jobs to be recorded (at most about "
+                "%g s); a second interrupt leaves those jobs unknown",
+                len(jobs),
+                calls,
+                2 * self._bound,  # the answer's landing, then on_event hearing of it
             )
         while self._steps:
             await asyncio.wait(set(self._steps))
@@ -75,13 +88,14 @@ class Landings:
 
     def land(self, key: str, sub: Submission) -> None:
         """Job ``key`` was cancelled with ``sub`` on the wire: record how it ends, and tell."""
-        self.own(key, self._land(key, sub))
+        self.own(key, self._land(key, sub), sub)
 
     async def _land(self, key: str, sub: Submission) -> None:
         try:
             await sub.settled()
             if sub.task_id is not None:
-                log.info("job %s: task %s landed after the batch stopped", key, sub.task_id)
+                # Said first (and loud enough to be seen): a second interrupt may end the rest.
+                log.warning("job %s: task %s landed after the batch stopped", key, sub.task_id)
                 try:
                     await record_task(self.journal, key, sub.task_id)
                 finally:

@@ -280,11 +280,18 @@ class JobRunner(EventReporter):
             if not heard.done() or heard.cancelled():
                 raise unknown
             called_back = heard.result()
+        except asyncio.CancelledError:
+            if heard.done() and not heard.cancelled() and heard.exception() is None:
+                self._cancelled_with(key, heard.result().task_id)
+            raise
         finally:
             receiver.unsubscribe_token(token, heard)
         # The token is not signed: only the service itself may confirm the task is this job's.
         try:
             task = await self.session.get_task(called_back.task_id)
+        except asyncio.CancelledError:
+            self._cancelled_with(key, called_back.task_id)
+            raise
         except KlingError as exc:
             log.warning(
                 "job %s: its callback names task %s, but the service could not confirm it (%s)",
@@ -299,6 +306,13 @@ class JobRunner(EventReporter):
         await self.landings.record_created(key, task.task_id, kind)
         log.info("job %s: lost createTask answer resolved by callback: task %s", key, task.task_id)
         return task.task_id
+
+    def _cancelled_with(self, key: str, task_id: str) -> None:
+        # The callback's id is not confirmed yet (its token is not signed), so it is not
+        # recorded as the job's; said, so that a caller without a journal can check it.
+        log.warning(
+            "job %s: cancelled while its callback named task %s (unconfirmed)", key, task_id
+        )
 
     async def _listen(
         self, heard: asyncio.Future[Task], receiver: WebhookReceiver, limit: float

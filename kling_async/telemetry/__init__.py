@@ -319,6 +319,16 @@ def traced_job(
     return wrapper
 
 
+def _reset(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """``var.reset(token)``; left in another context (an async generator closed by the
+    collector, say), ``var`` is set back to what it was instead."""
+    try:
+        var.reset(token)
+    except ValueError as exc:
+        _trouble("context reset", exc)
+        var.set(None if token.old_value is contextvars.Token.MISSING else token.old_value)
+
+
 def job(job_key: str, **attrs: Any) -> JobScope:
     """``with telemetry.job(key, mode=...) as scope:`` around one job (see :class:`JobScope`)."""
     return JobScope(job_key, **attrs)
@@ -386,8 +396,8 @@ class JobScope:
         finally:
             # Whatever failed above, the context is left as it was found and the span ended.
             if self._token is not None:
-                _scope.reset(self._token)
+                _reset(_scope, self._token)
             if self._joined is not None:
-                _joinable.reset(self._joined)
+                _reset(_joinable, self._joined)
             if self._span is not None:
                 self._span.__exit__(exc_type, exc, tb)
