@@ -16,12 +16,12 @@ import argparse
 import asyncio
 import collections
 import functools
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .bench_telemetry import ASSETS, FULL_SCALE, simulator
+from .bench_telemetry import FULL_SCALE, simulator
+from .bench_telemetry import _batch as batch
 
 #: The calls timed: (module, class or None, function), all looked up by the library when called.
 CALLS = (
@@ -64,23 +64,11 @@ def _timing(spent: dict[str, float], made: collections.Counter[str]) -> None:
 
 
 async def _batch(sim: Any, jobs: int) -> float:
-    """Client CPU of one batch of ``jobs``; every job must succeed."""
-    from kling_async import Job
-
-    with tempfile.TemporaryDirectory() as out:
-        async with sim.session() as kling:
-            batch = (
-                Job(ASSETS / "character.png", ASSETS / "motion.mp4", key=f"job-{i}")
-                for i in range(jobs)
-            )
-            cpu = time.process_time()
-            ok = 0
-            async for outcome in kling.generate_many(batch, download_to=out):
-                ok += outcome.ok
-            spent = time.process_time() - cpu
-    if ok != jobs:
-        raise RuntimeError(f"only {ok} of {jobs} jobs succeeded: the figures would mislead")
-    return spent
+    """Client CPU of one batch of ``jobs`` (``bench_telemetry``'s); every job must succeed."""
+    done = await batch(sim, jobs)
+    if done["ok"] != jobs:
+        raise RuntimeError(f"only {done['ok']:.0f} of {jobs} jobs succeeded: figures would mislead")
+    return done["cpu"]
 
 
 async def main(argv: list[str] | None = None) -> None:

@@ -53,8 +53,11 @@ class Landings:
 
     def _ended(self, step: asyncio.Future[None]) -> None:
         key, _ = self._steps.pop(step, ("?", None))
-        if not step.cancelled() and step.exception() is not None:
-            log.error("job %s: a step after its cancel failed", key, exc_info=step.exception())
+        failure = None if step.cancelled() else step.exception()
+        # A journal's refusal is told (and logged with the task id) where it is awaited; any
+        # other failure would go unread: said here.
+        if failure is not None and not isinstance(failure, KlingError):
+            log.error("job %s: recording its createTask failed", key, exc_info=failure)
 
     async def landed(self) -> None:
         """Wait until every step left by a cancelled job has ended."""
