@@ -57,6 +57,7 @@ class Otel:
 
     spans: InMemorySpanExporter
     metrics: InMemoryMetricReader
+    tracing: TracerProvider
 
     def finished(self) -> list[ReadableSpan]:
         return list(self.spans.get_finished_spans())
@@ -96,7 +97,7 @@ def in_memory() -> Iterator[Otel]:
     metering = MeterProvider(metric_readers=[reader])
     telemetry.configure(tracer_provider=tracing, meter_provider=metering)
     try:
-        yield Otel(spans, reader)
+        yield Otel(spans, reader, tracing)
     finally:
         telemetry.configure()
         tracing.shutdown()
@@ -504,3 +505,63 @@ async def test_without_the_sdk_a_job_runs_and_no_sdk_module_is_imported(how: str
         assert report["loaded"] == []
     else:  # the API is used (its no-op providers answer), and nothing more
         assert "opentelemetry.trace" in report["loaded"]
+
+
+LATE_PROVIDER = textwrap.dedent(
+    """
+    import json
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from kling_async import telemetry
+
+    now = [1000.0]
+    telemetry._clock = lambda: now[0]  # an injected clock: no waiting in the test
+    with telemetry.span("before"):
+        pass
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    trace.set_tracer_provider(tracing)
+    with telemetry.span("soon"):  # "no tracing set up" still believed
+        pass
+    now[0] += telemetry._UNTRACED_RECHECK
+    with telemetry.span("later"):
+        pass
+    print(json.dumps([s.name for s in spans.get_finished_spans()]))
+    """
+)
+
+
+async def test_a_global_tracer_provider_set_later_is_used_within_the_recheck() -> None:
+    # Untraced code does not ask OpenTelemetry for its provider at every span (it costs a
+    # caught KeyError each time), yet a provider the application sets later is not missed.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LATE_PROVIDER,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
+    assert proc.returncode == 0, out.decode()
+    assert json.loads(out.decode().splitlines()[-1]) == ["kling_async.later"]
+
+
+def test_events_go_to_the_librarys_open_span_or_else_the_applications(otel: Otel) -> None:
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("app", tracer_provider=otel.tracing)
+    with tracer.start_as_current_span("app"):
+        telemetry.event("outside")
+        # The application's span "inner", within the library's step: the step's event is the step's.
+        with telemetry.span("step"), tracer.start_as_current_span("inner"):
+            telemetry.event("inside")
+        telemetry.annotate(after=1)
+    spans = {s.name: s for s in otel.finished()}
+    assert [e.name for e in spans["app"].events] == ["outside"]
+    assert attr(spans["app"], "after") == 1
+    assert [e.name for e in spans["kling_async.step"].events] == ["inside"]
+    assert not spans["inner"].events

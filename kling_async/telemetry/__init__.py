@@ -59,24 +59,35 @@ J = TypeVar("J")
 # The tracer of the provider configured (or the global one), once it has one.
 _tracer_provider: Any = None
 _tracer: Any = None
+# How long "no tracing set up" is believed before the global provider is asked again. Asking
+#: costs a look into ``os.environ`` (a raised and caught KeyError), and untraced code asks
+#: dozens of times per job; a provider set later is used from at most this much later.
+_UNTRACED_RECHECK = 1.0
+# Until when (on ``_clock``) the last "no tracing set up" holds.
+_untraced_until = 0.0
+_clock = time.monotonic
 
 
 def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
     """Use these providers instead of OpenTelemetry's global ones (None: the global one)."""
-    global _tracer_provider, _tracer
-    _tracer_provider, _tracer = tracer_provider, None
+    global _tracer_provider, _tracer, _untraced_until
+    _tracer_provider, _tracer, _untraced_until = tracer_provider, None, 0.0
     _metrics.use(meter_provider)
 
 
 def _get_tracer() -> Any:
-    global _tracer
+    global _tracer, _untraced_until
     if _tracer is None:
+        if _clock() < _untraced_until:
+            return None
         api = _otel()
         if api is None:
             return None
         provider = _tracer_provider or api[0].get_tracer_provider()
         if isinstance(provider, api[0].ProxyTracerProvider):
-            return None  # no tracing set up (yet): its spans would record nothing anyway
+            # No tracing set up (yet): its spans would record nothing anyway.
+            _untraced_until = _clock() + _UNTRACED_RECHECK
+            return None
         _tracer = provider.get_tracer("kling_async")
     return _tracer
 
@@ -101,13 +112,16 @@ class _Active:
 
     What ``start_as_current_span`` does, without its two generator-based context managers:
     spans are made per step of every job, and this is most of what tracing costs the library.
+    The span is also made the library's own current one (:data:`_open`), where events and
+    attributes of the step go without asking OpenTelemetry's context for it.
     """
 
-    __slots__ = ("_span", "_token")
+    __slots__ = ("_own", "_span", "_token")
 
     def __init__(self, span: Any) -> None:
         self._span = span
         self._token: Any = None
+        self._own: contextvars.Token[Any] | None = None
 
     def __enter__(self) -> Any:
         trace, _, context = _common._api  # type: ignore[misc]  # set: a span exists
@@ -115,12 +129,15 @@ class _Active:
             self._token = context.attach(trace.set_span_in_context(self._span))
         except Exception as exc:
             _trouble("span start", exc)
+        self._own = _open.set(self._span)
         return self._span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         trace, _, context = _common._api  # type: ignore[misc]
         # Each part on its own: whatever fails (SDK, processor, exporter), the context is
         # restored and the span ended if at all possible; the job never hears of it.
+        if self._own is not None:
+            _reset(_open, self._own)
         try:
             if self._token is not None:
                 context.detach(self._token)
@@ -144,6 +161,11 @@ class _Active:
             self._span.end()
         except Exception as failure:
             _trouble("span end", failure)
+
+
+# The library's span open here (a job's or a step's): what :func:`event` and :func:`annotate`
+# write to. Kept apart from OpenTelemetry's context, which costs several calls to read.
+_open: contextvars.ContextVar[Any] = contextvars.ContextVar("kling_span", default=None)
 
 
 def span(name: str, **attrs: Any) -> Any:
@@ -204,9 +226,11 @@ _joinable: contextvars.ContextVar[str | None] = contextvars.ContextVar("kling_jo
 
 
 def _current_span() -> Any:
-    if _get_tracer() is None:
-        return None  # no tracing: no span of ours can be current
-    current = _common._api[0].get_current_span()  # type: ignore[index]
+    current = _open.get()
+    if current is None:  # outside the library's spans: the application's, if any
+        if _get_tracer() is None:
+            return None  # no tracing: no span can be recording
+        current = _common._api[0].get_current_span()  # type: ignore[index]
     return current if current.is_recording() else None
 
 
