@@ -138,6 +138,28 @@ def pair_ratios(ours: Sequence[float], theirs: Sequence[float]) -> Spread:
     return Spread(statistics.median(ratios), min(ratios), max(ratios), len(ratios))
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.9) -> tuple[float, float, float]:
+    """Where the median of what ``values`` sample lies: ``(low, high, coverage)``.
+
+    Distribution-free: the k-th smallest and k-th largest value, with k the largest whose
+    chance of holding the true median (``coverage``, from the binomial law: each value is
+    below the median with chance 1/2) is at least ``confidence``; too few values give the
+    smallest and largest, and the coverage they have.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("need at least one value")
+    best = 1
+    for k in range(1, n // 2 + 1):
+        below = sum(math.comb(n, i) for i in range(k)) / 2**n  # k-1 or fewer under the median
+        if 1 - 2 * below < confidence:
+            break
+        best = k
+    coverage = 1 - 2 * sum(math.comb(n, i) for i in range(best)) / 2**n
+    return ordered[best - 1], ordered[n - best], coverage
+
+
 def text_table(rows: Sequence[Row]) -> str:
     """The rows as aligned plain-text columns, a header first."""
     table = [COLUMNS, *(r.cells() for r in rows)]

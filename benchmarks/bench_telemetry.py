@@ -17,9 +17,10 @@ processor's export thread. Four variants:
 that changes each round, so that the load of a shared machine strikes them alike. Reports the
 median CPU per job of the client process and of its event loop thread, the medians of each
 round's ratio to that round's ``off`` (goal: under 1.10 for the process, with either processor)
-and the wall time (service time: divided by the time scale).
+with the interval the median lies in (distribution-free, from the order statistics of the
+rounds), and the wall time (service time: divided by the time scale).
 
-    python -m benchmarks.bench_telemetry [--jobs 1000] [--time-scale 0.05] [--rounds 3]
+    python -m benchmarks.bench_telemetry [--jobs 1000] [--time-scale 0.05] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ._remote import remote_simulator
-from ._report import Goal, Row, at_most, judged, text_table
+from ._report import Goal, Row, at_most, judged, median_interval, text_table
 
 ASSETS = Path(__file__).resolve().parent.parent / "kling_async" / "assets"
 FULL_JOBS = 1000
@@ -216,6 +217,15 @@ def _run_child(mode: str, jobs: int, scale: float, rounds: int) -> dict[str, Any
     return result
 
 
+def _pooled(saved: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, float]]], int, float]:
+    """Runs saved with ``--save`` as one: their rounds one after the other (each round's pairs
+    stay together, so the paired ratios are the runs' own); with their batch size and scale."""
+    if len({(run["jobs"], run["scale"]) for run in saved}) != 1:
+        raise ValueError("only runs of the same batch size and time scale can be pooled")
+    runs = {v: [batch for run in saved for batch in run["runs"][v]] for v in saved[0]["runs"]}
+    return runs, saved[0]["jobs"], saved[0]["scale"]
+
+
 def _median(runs: list[dict[str, float]], what: str) -> float:
     return statistics.median(run[what] for run in runs)
 
@@ -231,14 +241,25 @@ async def measure(
     return runs
 
 
-def _ratio(runs: dict[str, list[dict[str, float]]], variant: str, what: str) -> float:
-    """The median over rounds of ``variant``'s figure over ``off``'s in the same round.
+def _ratios(runs: dict[str, list[dict[str, float]]], variant: str, what: str) -> list[float]:
+    """Each round's ``variant`` figure over ``off``'s in the same round.
 
     Paired: a round's batches ran back to back in one process, so what slows a shared machine
     for a while (or a process as a whole) strikes both sides of each ratio alike.
     """
     pairs = zip(runs[variant], runs["off"], strict=True)
-    return statistics.median(mine[what] / off[what] for mine, off in pairs)
+    return [mine[what] / off[what] for mine, off in pairs]
+
+
+def _ratio(runs: dict[str, list[dict[str, float]]], variant: str, what: str) -> float:
+    """The median over rounds of :func:`_ratios`."""
+    return statistics.median(_ratios(runs, variant, what))
+
+
+def _interval(runs: dict[str, list[dict[str, float]]], variant: str) -> str:
+    """Where the median CPU ratio lies, from the rounds' spread: ``[low, high] at 94 %``."""
+    low, high, coverage = median_interval(_ratios(runs, variant, "cpu"))
+    return f"[{low:.3f}, {high:.3f}] at {coverage:.0%}"
 
 
 def rows(runs: dict[str, list[dict[str, float]]], name: str, *, judge: bool = True) -> list[Row]:
@@ -263,14 +284,20 @@ def rows(runs: dict[str, list[dict[str, float]]], name: str, *, judge: bool = Tr
                     figure,
                     value=value,
                     baseline=baseline,
-                    ratio=f"{ratio:.3f}",
+                    ratio=f"{ratio:.3f} {_interval(runs, variant)}",
                     goal=at_most(GOAL),
                     checked=ratio,
                 )
             )
         else:
             cpu_rows.append(
-                Row(name, figure + " (judged by the full run)", value, baseline, f"{ratio:.3f}")
+                Row(
+                    name,
+                    figure + " (judged by the full run)",
+                    value,
+                    baseline,
+                    f"{ratio:.3f} {_interval(runs, variant)}",
+                )
             )
     return [
         *cpu_rows,
@@ -302,8 +329,17 @@ async def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=FULL_JOBS)
     parser.add_argument("--time-scale", type=float, default=FULL_SCALE)
-    parser.add_argument("--rounds", type=int, default=3, help="batches of each variant")
+    # Nine: a batch's CPU varies by a few per cent on a shared machine, as much as the margin
+    # judged; nine paired rounds put the median within an interval of 96 % coverage.
+    parser.add_argument("--rounds", type=int, default=9, help="batches of each variant")
     parser.add_argument("--quick", action="store_true", help="the rows of the quick run")
+    parser.add_argument("--save", type=Path, help="write every batch's figures here (JSON)")
+    parser.add_argument(
+        "--load",
+        type=Path,
+        nargs="+",
+        help="report on the rounds of runs saved with --save, pooled, instead of measuring",
+    )
     parser.add_argument("--child", choices=("none", "alternate"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     jobs, scale, rounds = args.jobs, args.time_scale, args.rounds
@@ -313,7 +349,13 @@ async def main(argv: list[str] | None = None) -> None:
     if args.quick:
         print(text_table(await quick()))
         return
-    runs = await measure(jobs, scale, rounds)
+    if args.load:
+        runs, jobs, scale = _pooled([json.loads(path.read_text()) for path in args.load])
+        rounds = len(runs["off"])
+    else:
+        runs = await measure(jobs, scale, rounds)
+    if args.save:
+        args.save.write_text(json.dumps({"jobs": jobs, "scale": scale, "runs": runs}))
     print(f"\n== telemetry: {jobs} jobs end to end, time scale {scale}, median of {rounds} ==")
     labels = {"none": "opentelemetry not installed", "off": "API, no SDK set up", **TRACED}
     for variant, label in labels.items():
@@ -327,9 +369,11 @@ async def main(argv: list[str] | None = None) -> None:
             f"{max(r.get('created', 0) for r in done):.0f}"
         )
     for variant, label in TRACED.items():
+        rounds_ = ", ".join(f"{r:.3f}" for r in _ratios(runs, variant, "cpu"))
         print(
             f"{label} vs off: client process CPU ratio {_ratio(runs, variant, 'cpu'):.3f} "
-            f"(goal < {GOAL}; user {_ratio(runs, variant, 'user'):.3f}, system "
+            f"(goal < {GOAL}; median of the rounds {rounds_}; the median lies in "
+            f"{_interval(runs, variant)}; user {_ratio(runs, variant, 'user'):.3f}, system "
             f"{_ratio(runs, variant, 'system'):.3f}), loop thread "
             f"{_ratio(runs, variant, 'thread_cpu'):.3f}, wall "
             f"{_ratio(runs, variant, 'wall'):.3f}"

@@ -18,6 +18,7 @@ from benchmarks._report import (
     between,
     judged,
     markdown_table,
+    median_interval,
     pair_ratios,
     results_document,
     skipped,
@@ -40,6 +41,26 @@ def test_one_noisy_pair_moves_the_range_but_not_the_median() -> None:
     spread = pair_ratios(ours, theirs)
     assert spread.median == 1.0
     assert spread.high == 10.0 and spread.low == 0.9
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "coverage"),
+    # The k-th smallest to k-th largest of n holds the median with chance 1 - 2 P(Bin(n,1/2) < k).
+    [(5, 1, 1 - 2 / 32), (9, 2, 1 - 2 * 10 / 512), (15, 4, 1 - 2 * 576 / 32768)],
+)
+def test_the_median_interval_takes_the_order_statistics_the_binomial_law_allows(
+    n: int, k: int, coverage: float
+) -> None:
+    values = [float(v) for v in reversed(range(n))]  # any order: they are sorted
+    low, high, covered = median_interval(values)
+    assert (low, high) == (k - 1, n - k)
+    assert covered == pytest.approx(coverage) and covered >= 0.9
+
+
+def test_too_few_values_give_their_whole_range_and_its_low_coverage() -> None:
+    assert median_interval([2.0, 1.0]) == (1.0, 2.0, 0.5)
+    with pytest.raises(ValueError):
+        median_interval([])
 
 
 @pytest.mark.parametrize(("ours", "theirs"), [([], []), ([1.0, 2.0], [1.0])])
