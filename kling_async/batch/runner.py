@@ -172,7 +172,9 @@ class JobRunner(EventReporter):
                     key, token, unknown, wait=True, kind=JobEventKind.CREATED
                 )
             except BaseException:
-                self._committed -= cost  # surely not created (or the job is going away unsent)
+                # Surely not created; or cancelled, when the whole batch is stopping and its
+                # count is read no more (a call on the wire is recorded by ``landings``).
+                self._committed -= cost
                 raise
             else:  # paid for: a journal that cannot record it never takes back its cost
                 await self.landings.record_created(key, task_id)

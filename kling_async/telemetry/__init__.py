@@ -2,7 +2,8 @@
 
 The library depends on ``opentelemetry-api`` alone (the ``otel`` extra), imported on first use.
 Without it, every function here is a cheap no-op; with it but no SDK set up by the application,
-OpenTelemetry's own no-op providers answer. No SDK module is ever imported here: the application
+no span is made (the global provider is asked again at most once a second, so one set later is
+taken up within a second). No SDK module is ever imported here: the application
 chooses its SDK, exporters and HTTP instrumentation (aiohttp's ``TraceConfig``, see the README).
 
 Spans: ``kling_async.job`` for each job (``generate`` and each job of ``generate_many``), with
