@@ -220,8 +220,8 @@ def _run_child(mode: str, jobs: int, scale: float, rounds: int) -> dict[str, Any
 def _pooled(saved: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, float]]], int, float]:
     """Runs saved with ``--save`` as one: their rounds one after the other (each round's pairs
     stay together, so the paired ratios are the runs' own); with their batch size and scale."""
-    if len({(run["jobs"], run["scale"]) for run in saved}) != 1:
-        raise ValueError("only runs of the same batch size and time scale can be pooled")
+    if len({(run["jobs"], run["scale"], tuple(sorted(run["runs"]))) for run in saved}) != 1:
+        raise ValueError("only runs of the same variants, batch size and time scale pool")
     runs = {v: [batch for run in saved for batch in run["runs"][v]] for v in saved[0]["runs"]}
     return runs, saved[0]["jobs"], saved[0]["scale"]
 
@@ -257,7 +257,7 @@ def _ratio(runs: dict[str, list[dict[str, float]]], variant: str, what: str) -> 
 
 
 def _interval(runs: dict[str, list[dict[str, float]]], variant: str) -> str:
-    """Where the median CPU ratio lies, from the rounds' spread: ``[low, high] at 94 %``."""
+    """Where the median CPU ratio lies, from the rounds' spread: ``[low, high] at 96%``."""
     low, high, coverage = median_interval(_ratios(runs, variant, "cpu"))
     return f"[{low:.3f}, {high:.3f}] at {coverage:.0%}"
 

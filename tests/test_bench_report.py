@@ -63,6 +63,21 @@ def test_too_few_values_give_their_whole_range_and_its_low_coverage() -> None:
         median_interval([])
 
 
+def test_saved_telemetry_runs_pool_round_by_round_and_only_when_alike() -> None:
+    from benchmarks.bench_telemetry import _pooled, _ratios
+
+    def run(off: list[float], on: list[float], jobs: int = 10) -> dict[str, object]:
+        batches = {"off": off, "batch": on}
+        runs = {v: [{"cpu": c, "ok": jobs} for c in cpus] for v, cpus in batches.items()}
+        return {"jobs": jobs, "scale": 0.05, "runs": runs}
+
+    runs, jobs, scale = _pooled([run([1.0, 2.0], [1.1, 2.4]), run([4.0], [4.2])])
+    assert (jobs, scale) == (10, 0.05)
+    assert _ratios(runs, "batch", "cpu") == pytest.approx([1.1, 1.2, 1.05])  # pairs kept
+    with pytest.raises(ValueError):
+        _pooled([run([1.0], [1.0]), run([1.0], [1.0], jobs=20)])
+
+
 @pytest.mark.parametrize(("ours", "theirs"), [([], []), ([1.0, 2.0], [1.0])])
 def test_pairs_must_match_and_exist(ours: list[float], theirs: list[float]) -> None:
     with pytest.raises(ValueError):

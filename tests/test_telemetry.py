@@ -509,7 +509,7 @@ async def test_without_the_sdk_a_job_runs_and_no_sdk_module_is_imported(how: str
 
 LATE_PROVIDER = textwrap.dedent(
     """
-    import json
+    import json, sys
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -526,7 +526,10 @@ LATE_PROVIDER = textwrap.dedent(
     trace.set_tracer_provider(tracing)
     with telemetry.span("soon"):  # "no tracing set up" still believed
         pass
-    now[0] += telemetry._UNTRACED_RECHECK
+    if sys.argv[1] == "configure":
+        telemetry.configure()  # the global providers, looked at again now
+    else:
+        now[0] += telemetry._UNTRACED_RECHECK
     with telemetry.span("later"):
         pass
     print(json.dumps([s.name for s in spans.get_finished_spans()]))
@@ -534,13 +537,16 @@ LATE_PROVIDER = textwrap.dedent(
 )
 
 
-async def test_a_global_tracer_provider_set_later_is_used_within_the_recheck() -> None:
+@pytest.mark.parametrize("then", ["clock", "configure"])
+async def test_a_global_tracer_provider_set_later_is_used_within_the_recheck(then: str) -> None:
     # Untraced code does not ask OpenTelemetry for its provider at every span (it costs a
-    # caught KeyError each time), yet a provider the application sets later is not missed.
+    # caught KeyError each time), yet a provider the application sets later is not missed:
+    # it is taken up once the recheck is due, or at once after ``configure()``.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         LATE_PROVIDER,
+        then,
         env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -550,18 +556,36 @@ async def test_a_global_tracer_provider_set_later_is_used_within_the_recheck() -
     assert json.loads(out.decode().splitlines()[-1]) == ["kling_async.later"]
 
 
-def test_events_go_to_the_librarys_open_span_or_else_the_applications(otel: Otel) -> None:
+async def test_events_go_to_the_current_span_as_opentelemetry_says(otel: Otel) -> None:
+    # The library finds its own span without asking OpenTelemetry's context, but only while
+    # that span is the current one: an application's span opened within it, or one opened in
+    # a task that outlived the step, takes the events, as OpenTelemetry's rules say.
     from opentelemetry import trace
 
     tracer = trace.get_tracer("app", tracer_provider=otel.tracing)
+    step_over = asyncio.Event()
+
+    async def outliving() -> None:
+        await step_over.wait()
+        telemetry.event("late, no span")  # the step's span has ended: recorded nowhere
+        with tracer.start_as_current_span("in task"):
+            telemetry.event("late")
+
     with tracer.start_as_current_span("app"):
         telemetry.event("outside")
-        # The application's span "inner", within the library's step: the step's event is the step's.
-        with telemetry.span("step"), tracer.start_as_current_span("inner"):
-            telemetry.event("inside")
+        with telemetry.span("step"):
+            telemetry.event("step's")
+            with tracer.start_as_current_span("inner"):
+                telemetry.event("inside")
+            telemetry.annotate(again=1)
+            task = asyncio.create_task(outliving())
+        step_over.set()
+        await task
         telemetry.annotate(after=1)
     spans = {s.name: s for s in otel.finished()}
     assert [e.name for e in spans["app"].events] == ["outside"]
     assert attr(spans["app"], "after") == 1
-    assert [e.name for e in spans["kling_async.step"].events] == ["inside"]
-    assert not spans["inner"].events
+    assert [e.name for e in spans["kling_async.step"].events] == ["step's"]
+    assert attr(spans["kling_async.step"], "again") == 1
+    assert [e.name for e in spans["inner"].events] == ["inside"]
+    assert [e.name for e in spans["in task"].events] == ["late"]

@@ -79,10 +79,10 @@ def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> Non
 def _get_tracer() -> Any:
     global _tracer, _untraced_until
     if _tracer is None:
-        if _clock() < _untraced_until:
-            return None
         api = _otel()
         if api is None:
+            return None
+        if _tracer_provider is None and _clock() < _untraced_until:
             return None
         provider = _tracer_provider or api[0].get_tracer_provider()
         if isinstance(provider, api[0].ProxyTracerProvider):
@@ -113,8 +113,8 @@ class _Active:
 
     What ``start_as_current_span`` does, without its two generator-based context managers:
     spans are made per step of every job, and this is most of what tracing costs the library.
-    The span is also made the library's own current one (:data:`_open`), where events and
-    attributes of the step go without asking OpenTelemetry's context for it.
+    The context made current is also kept with its span in :data:`_open`: while it is still
+    the current one, the span is found without asking OpenTelemetry's context for it.
     """
 
     __slots__ = ("_own", "_span", "_token")
@@ -127,10 +127,11 @@ class _Active:
     def __enter__(self) -> Any:
         trace, _, context = _common._api  # type: ignore[misc]  # set: a span exists
         try:
-            self._token = context.attach(trace.set_span_in_context(self._span))
+            made = trace.set_span_in_context(self._span)
+            self._token = context.attach(made)
+            self._own = _open.set((made, self._span))
         except Exception as exc:
             _trouble("span start", exc)
-        self._own = _open.set(self._span)
         return self._span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -138,7 +139,12 @@ class _Active:
         # Each part on its own: whatever fails (SDK, processor, exporter), the context is
         # restored and the span ended if at all possible; the job never hears of it.
         if self._own is not None:
-            _reset(_open, self._own)
+            try:
+                _open.reset(self._own)
+            except ValueError as failure:
+                # Left in another context: that one's own span is not ours to change (and the
+                # context it finds current is not the one kept, so it asks OpenTelemetry).
+                _trouble("span context", failure)
         try:
             if self._token is not None:
                 context.detach(self._token)
@@ -164,9 +170,12 @@ class _Active:
             _trouble("span end", failure)
 
 
-# The library's span open here (a job's or a step's): what :func:`event` and :func:`annotate`
-# write to. Kept apart from OpenTelemetry's context, which costs several calls to read.
-_open: contextvars.ContextVar[Any] = contextvars.ContextVar("kling_span", default=None)
+# The context the library's innermost span open here made current, and that span: while that
+# context is still OpenTelemetry's current one (nothing of the application's opened within),
+# :func:`event` and :func:`annotate` take the span from here, cheaper than from the context.
+_open: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
+    "kling_span", default=None
+)
 
 
 def span(name: str, **attrs: Any) -> Any:
@@ -227,8 +236,11 @@ _joinable: contextvars.ContextVar[str | None] = contextvars.ContextVar("kling_jo
 
 
 def _current_span() -> Any:
-    current = _open.get()
-    if current is None:  # outside the library's spans: the application's, if any
+    """OpenTelemetry's current span, if it is recording."""
+    opened = _open.get()
+    if opened is not None and _common._api[2].get_current() is opened[0]:  # type: ignore[index]
+        current = opened[1]  # the library's own, as OpenTelemetry would say
+    else:  # outside the library's spans, or the application's span within one
         if _get_tracer() is None:
             return None  # no tracing: no span can be recording
         current = _common._api[0].get_current_span()  # type: ignore[index]
