@@ -76,6 +76,10 @@ def test_saved_telemetry_runs_pool_round_by_round_and_only_when_alike() -> None:
     assert _ratios(runs, "batch", "cpu") == pytest.approx([1.1, 1.2, 1.05])  # pairs kept
     with pytest.raises(ValueError):
         _pooled([run([1.0], [1.0]), run([1.0], [1.0], jobs=20)])
+    other = run([1.0], [1.0])
+    other["runs"] = {"off": [{"cpu": 1.0, "ok": 10}]}  # no traced variant
+    with pytest.raises(ValueError):
+        _pooled([run([1.0], [1.0]), other])
 
 
 @pytest.mark.parametrize(("ours", "theirs"), [([], []), ([1.0, 2.0], [1.0])])

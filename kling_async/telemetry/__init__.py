@@ -142,9 +142,9 @@ class _Active:
             try:
                 _open.reset(self._own)
             except ValueError as failure:
-                # Left in another context: that one's own span is not ours to change (and the
-                # context it finds current is not the one kept, so it asks OpenTelemetry).
-                _trouble("span context", failure)
+                # Left in another context: what that one keeps is not ours to change (its
+                # lookups still agree with OpenTelemetry's, which is not detached there either).
+                _trouble("span cache reset", failure)
         try:
             if self._token is not None:
                 context.detach(self._token)
