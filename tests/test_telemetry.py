@@ -464,6 +464,22 @@ async def test_a_job_started_within_an_upload_step_opens_its_own(otel: Otel) -> 
         assert [s.name for s in children(spans, jobs[key])] == ["kling_async.upload"]
 
 
+async def last_json_line(script: str, *args: str) -> Any:
+    """Run ``script`` in a fresh Python (no ``OTEL_*`` settings); what its last line says."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
+    assert proc.returncode == 0, out.decode()
+    return json.loads(out.decode().splitlines()[-1])
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, json, sys
@@ -485,20 +501,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["blocked", "api"])
 async def test_without_the_sdk_a_job_runs_and_no_sdk_module_is_imported(how: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        CHILD,
-        how,
-        str(IMAGE),
-        str(VIDEO),
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
-    assert proc.returncode == 0, out.decode()
-    report = json.loads(out.decode().splitlines()[-1])
+    report = await last_json_line(CHILD, how, str(IMAGE), str(VIDEO))
     assert report["state"] == "success"
     assert not [m for m in report["loaded"] if m.startswith("opentelemetry.sdk")]
     if how == "blocked":
@@ -542,18 +545,7 @@ async def test_a_global_tracer_provider_set_later_is_used_within_the_recheck(the
     # Untraced code does not ask OpenTelemetry for its provider at every span (it costs a
     # caught KeyError each time), yet a provider the application sets later is not missed:
     # it is taken up once the recheck is due, or at once after ``configure()``.
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        LATE_PROVIDER,
-        then,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=100)
-    assert proc.returncode == 0, out.decode()
-    assert json.loads(out.decode().splitlines()[-1]) == ["kling_async.later"]
+    assert await last_json_line(LATE_PROVIDER, then) == ["kling_async.later"]
 
 
 async def test_events_go_to_the_current_span_as_opentelemetry_says(otel: Otel) -> None:

@@ -61,8 +61,8 @@ J = TypeVar("J")
 _tracer_provider: Any = None
 _tracer: Any = None
 # How long "no tracing set up" is believed before the global provider is asked again. Asking
-#: costs a look into ``os.environ`` (a raised and caught KeyError), and untraced code asks
-#: dozens of times per job; a provider set later is used from at most this much later.
+# costs a look into ``os.environ`` (a raised and caught KeyError), and untraced code asks
+# dozens of times per job; a provider set later is used from at most this much later.
 _UNTRACED_RECHECK = 1.0
 # Until when (on ``_clock``) the last "no tracing set up" holds.
 _untraced_until = 0.0
