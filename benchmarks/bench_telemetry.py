@@ -277,6 +277,7 @@ def rows(runs: dict[str, list[dict[str, float]]], name: str, *, judge: bool = Tr
         figure = f"client process CPU per job, tracing on ({label}) vs off"
         ratio = _ratio(runs, variant, "cpu")
         value, baseline = f"{per_job[variant]:.2f} ms", f"off {per_job['off']:.2f} ms"
+        shown = f"{ratio:.3f} {_interval(runs, variant)}"
         if judge:
             cpu_rows.append(
                 judged(
@@ -284,21 +285,13 @@ def rows(runs: dict[str, list[dict[str, float]]], name: str, *, judge: bool = Tr
                     figure,
                     value=value,
                     baseline=baseline,
-                    ratio=f"{ratio:.3f} {_interval(runs, variant)}",
+                    ratio=shown,
                     goal=at_most(GOAL),
                     checked=ratio,
                 )
             )
         else:
-            cpu_rows.append(
-                Row(
-                    name,
-                    figure + " (judged by the full run)",
-                    value,
-                    baseline,
-                    f"{ratio:.3f} {_interval(runs, variant)}",
-                )
-            )
+            cpu_rows.append(Row(name, figure + " (judged by the full run)", value, baseline, shown))
     return [
         *cpu_rows,
         Row(
