@@ -41,10 +41,14 @@ def otel() -> tuple[Any, Any, Any] | None:
     return _api
 
 
+# A tuple, not ``str | bool | ...``: that union would be built anew for every attribute.
+_PLAIN = (str, bool, int, float)
+
+
 def clean(attrs: dict[str, Any]) -> dict[str, Any]:
     """Attributes under ``PREFIX``, None dropped, anything not a plain value as text."""
     return {
-        PREFIX + name: value if isinstance(value, str | bool | int | float) else str(value)
+        PREFIX + name: value if isinstance(value, _PLAIN) else str(value)
         for name, value in attrs.items()
         if value is not None
     }
