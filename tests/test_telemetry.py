@@ -23,6 +23,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 from kling_async import (
@@ -581,3 +582,52 @@ async def test_events_go_to_the_current_span_as_opentelemetry_says(otel: Otel) -
     assert attr(spans["kling_async.step"], "again") == 1
     assert [e.name for e in spans["inner"].events] == ["inside"]
     assert [e.name for e in spans["in task"].events] == ["late"]
+
+
+class _OneJob(Sampler):
+    """Samples the job span of one job key; whatever is not a job's root span is dropped."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        attributes = kwargs.get("attributes", args[4] if len(args) > 4 else None) or {}
+        keep = attributes.get("kling_async.job_key") == self.key
+        # A sampled span gets the attributes the sampler gives back.
+        return (
+            SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+            if keep
+            else SamplingResult(Decision.DROP)
+        )
+
+    def get_description(self) -> str:
+        return f"OneJob({self.key})"
+
+
+async def test_a_job_not_sampled_records_nothing_and_is_still_counted(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    exported = InMemorySpanExporter()
+    tracing = TracerProvider(sampler=ParentBased(_OneJob("clip-2")))
+    tracing.add_span_processor(SimpleSpanProcessor(exported))
+    reader = InMemoryMetricReader()
+    telemetry.configure(tracer_provider=tracing, meter_provider=MeterProvider([reader]))
+    try:
+        outcomes = await run_batch(sim, tmp_path)
+        spans = list(exported.get_finished_spans())
+        counted = Otel(exported, reader, tracing).total("tasks.created")
+    finally:
+        telemetry.configure()
+        tracing.shutdown()
+    assert all(o.ok for o in outcomes)
+    # Only the sampled job's tree is there, whole, its events with it: the other jobs' spans
+    # (children follow their job) and the shared uploads' root spans were not sampled.
+    (job,) = [s for s in spans if s.name == "kling_async.job"]
+    assert attr(job, "job_key") == "clip-2"
+    steps = children(spans, job)
+    assert [s.name.removeprefix("kling_async.") for s in steps] == STEPS
+    assert len(spans) == 1 + len(STEPS)
+    (wait,) = [s for s in steps if s.name == "kling_async.wait"]
+    assert [e.name for e in wait.events].count("state") >= 1
+    # Metrics do not sample: every job's task is counted.
+    assert counted == JOBS == sim.tasks_created[sim.api_key]
