@@ -799,6 +799,49 @@ async def test_max_credits_stops_creation_before_the_budget_is_passed(sim: Simul
     assert sim.count("streamUpload") == 2  # refused jobs reuse the uploads; nothing more is sent
 
 
+async def test_a_job_cancelled_with_its_create_on_the_wire_keeps_its_cost_counted(
+    make_sim: SimFactory,
+) -> None:
+    from kling_async import CreditLimitError
+    from kling_async.batch import JobRunner
+
+    # A runner used directly (a bot cancelling one user's request, say) goes on after a job is
+    # cancelled: a createTask that was on the wire may have made a task, so its 110 credits
+    # stay counted against max_credits, and a second job would pass the budget.
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=200.0, endpoints=frozenset({"createTask"}))
+    )
+    first, second = jobs_of(2)
+    async with session_for(sim) as kling:
+        runner = JobRunner(kling, max_credits=150)
+        running = asyncio.create_task(runner.run(first))
+        await eventually(lambda: sim.count("createTask") == 1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await runner.landed()
+        assert sim.tasks_created[sim.api_key] == 1  # it did make one
+        sim.reconfigure(faults=FaultConfig())
+        with pytest.raises(CreditLimitError, match="max_credits"):
+            await runner.run(second)
+    assert sim.tasks_created[sim.api_key] == 1
+
+
+async def test_a_create_surely_not_made_gives_its_cost_back(make_sim: SimFactory) -> None:
+    from kling_async.batch import JobRunner
+
+    # Code 433 (a sub-key's quota used up) proves the service made nothing: the next job fits.
+    sim = await make_sim(faults=FaultConfig(error_433=1.0, endpoints=frozenset({"createTask"})))
+    first, second = jobs_of(2)
+    async with session_for(sim) as kling:
+        runner = JobRunner(kling, max_credits=150)
+        with pytest.raises(Exception, match="433"):
+            await runner.run(first)
+        sim.reconfigure(faults=FaultConfig())
+        result = await runner.run(second)
+    assert result.task.task_id and sim.tasks_created[sim.api_key] == 1
+
+
 async def test_a_bad_video_costs_no_upload(sim: Simulator, tmp_path: Path) -> None:
     from kling_async import MediaValidationError
 

@@ -161,8 +161,9 @@ class JobRunner(EventReporter):
             # A token of this submission alone: a callback of an earlier take of the same job
             # can never be taken for this one.
             token = secrets.token_urlsafe(18)
+            sub = Submission()
             try:
-                task_id = await self._create(key, inp, token)
+                task_id = await self._create(key, inp, token, sub)
             except SubmissionUnknownError as unknown:  # it may exist: its cost stays counted
                 if after_create is not None:
                     after_create()  # the batch may go on while this job listens for its callback
@@ -172,10 +173,9 @@ class JobRunner(EventReporter):
                     key, token, unknown, wait=True, kind=JobEventKind.CREATED
                 )
             except BaseException:
-                # Surely not created; or cancelled, when the whole batch is stopping and its
-                # count is read no more (a call on the wire is recorded by ``landings``).
-                self._committed -= cost
-                raise
+                if not sub.sent:  # surely not created: its cost is free again
+                    self._committed -= cost
+                raise  # cancelled on the wire: it may exist (``landings`` records it)
             else:  # paid for: a journal that cannot record it never takes back its cost
                 await self.landings.record_created(key, task_id)
             finally:
@@ -411,7 +411,7 @@ class JobRunner(EventReporter):
             await self._record(key, video_url=uploaded.url, video_expires=uploaded.expires_at)
         return uploaded.url
 
-    async def _create(self, key: str, inp: MotionControlInput, token: str) -> str:
+    async def _create(self, key: str, inp: MotionControlInput, token: str, sub: Submission) -> str:
         callback_url = self._callback_url(token)
 
         async def sending() -> None:
@@ -423,7 +423,6 @@ class JobRunner(EventReporter):
                 model=inp.model,
             )
 
-        sub = Submission()
         try:
             task_id = await self.session.create_task(
                 inp,
