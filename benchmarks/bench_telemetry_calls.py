@@ -7,9 +7,10 @@ span, context and histogram calls timed where they are made (CPU time of the thr
 them), and so are the library's telemetry entry points (a step's span opening and closing, the
 job's scope, events, annotations). It tells the direct cost of each kind of call, per call and
 per job, as a share of the client's CPU per job in the same batch, and how much of it is the
-library's own: the entry points' time less the SDK's calls made within them and less the
-timing's own cost (measured here, per timed call). Not counted: the few lines of
-``telemetry.traced`` before a step's span starts (a look-up and a dict, a few µs per step).
+library's own: each call's time less the timed calls made within it (an SDK call within
+another is counted once) and less the timing's own cost (measured here, per timed call). Not
+counted: the few lines of ``telemetry.traced`` before a step's span starts (a look-up and a
+dict, a few µs per step).
 What it cannot show is the indirect cost (caches, allocation) that the whole-batch comparison
 catches.
 
@@ -58,43 +59,43 @@ LIBRARY_CALLS = (
 
 
 class _Timing:
-    """CPU time of the timed calls by label; of the SDK's, also how much was spent within the
-    library's (outermost) entry points, and how many timed calls were made within them."""
+    """CPU time of the timed calls: each label's, all included (an SDK call made within
+    another is in both), and each call's own, less the timed calls made within it and the
+    timing's cost, summed by label and for the SDK's calls and the library's apart."""
 
-    def __init__(self, cost: float = 0.0) -> None:
-        self.cost = cost  # what timing one call adds to the call timing it
+    def __init__(self, inside: float = 0.0, outside: float = 0.0) -> None:
+        # What timing one call adds: within its own measure, and outside it (to its caller's).
+        self.inside, self.outside = inside, outside
         self.spent: dict[str, float] = collections.defaultdict(float)
         self.made: collections.Counter[str] = collections.Counter()
-        self.library = 0.0  # in the library's outermost entry points, all included
-        self.own: dict[str, float] = collections.defaultdict(float)  # the same, less SDK calls
-        self.sdk_within = 0.0  # in the SDK's calls made from those
-        self.timed_within = 0  # timed calls made from those (each adds the timing's cost)
-        self._depth = 0  # library entry points open now (the loop's thread makes them all)
+        self.own: dict[str, float] = collections.defaultdict(float)
+        self.sdk = 0.0  # the SDK's calls, each counted once
+        self.library = 0.0  # the library's telemetry code, the SDK's calls within it left out
+        # For each timed call open now (the loop's thread makes them all), what the timed
+        # calls made within it took, with the timing's cost.
+        self._open: list[float] = []
 
     def wrap(self, fn: Callable[..., Any], label: str, *, library: bool) -> Callable[..., Any]:
         """``fn``, timed under ``label``."""
 
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            outer = self._depth
-            self._depth += library
-            before = (self.sdk_within, self.timed_within)
+            self._open.append(0.0)
             started = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
                 spent = time.thread_time() - started
-                self._depth = outer
+                own = spent - self._open.pop() - self.inside
                 self.spent[label] += spent
                 self.made[label] += 1
-                if outer:
-                    self.timed_within += 1
-                    if not library:
-                        self.sdk_within += spent
-                elif library:
-                    self.library += spent
-                    self.own[label] += spent - (self.sdk_within - before[0])
-                    self.own[label] -= (self.timed_within - before[1]) * self.cost
+                self.own[label] += own
+                if library:
+                    self.library += own
+                else:
+                    self.sdk += own
+                if self._open:
+                    self._open[-1] += spent + self.outside
 
         return call
 
@@ -110,16 +111,17 @@ class _Timing:
                 setattr(owner, name, self.wrap(getattr(owner, name), label, library=library))
 
 
-def timing_cost(calls: int = 20_000) -> float:
-    """CPU seconds one timed call adds to the call timing it (measured on a call that does
-    nothing, timed and not)."""
+def timing_cost(calls: int = 20_000) -> tuple[float, float]:
+    """CPU seconds timing one call adds within its own measure and outside it (measured on a
+    call that does nothing, timed and not; the least disturbed of a few tries)."""
 
     def nothing() -> None:
         return None
 
-    timed = _Timing().wrap(nothing, "nothing", library=False)
-    best = float("inf")
-    for _ in range(5):  # the least disturbed of a few tries
+    best = (float("inf"), 0.0)
+    for _ in range(5):
+        timing = _Timing()
+        timed = timing.wrap(nothing, "nothing", library=False)
         started = time.thread_time()
         for _ in range(calls):
             nothing()
@@ -127,8 +129,11 @@ def timing_cost(calls: int = 20_000) -> float:
         started = time.thread_time()
         for _ in range(calls):
             timed()
-        best = min(best, (time.thread_time() - started - bare) / calls)
-    return max(best, 0.0)
+        added = (time.thread_time() - started - bare) / calls
+        inside = timing.spent["nothing"] / calls - bare / calls
+        best = min(best, (max(added, 0.0), max(inside, 0.0)))
+    added, inside = best
+    return inside, max(added - inside, 0.0)
 
 
 async def _batch(sim: Any, jobs: int) -> float:
@@ -153,8 +158,8 @@ async def main(argv: list[str] | None = None) -> None:
 
     from .bench_telemetry import _CountingExporter
 
-    cost = timing_cost()
-    timing = _Timing(cost)
+    inside, outside = timing_cost()
+    timing = _Timing(inside, outside)
     async with simulator(args.time_scale) as sim:
         await _batch(sim, min(args.jobs, 100))  # warm-up
         tracing = TracerProvider()
@@ -168,23 +173,21 @@ async def main(argv: list[str] | None = None) -> None:
             telemetry.configure()
             tracing.shutdown()
     jobs = args.jobs
-    sdk = sum(s for label, s in timing.spent.items() if not label.startswith("kling "))
-    own = timing.library - timing.sdk_within - timing.timed_within * cost
+    sdk, own = timing.sdk, timing.library
     print(f"\n== telemetry calls: {jobs} jobs, time scale {args.time_scale} ==")
     print(
         f"client process CPU {cpu * 1e3 / jobs:.2f} ms per job; inside OpenTelemetry's calls "
         f"{sdk * 1e6 / jobs:.0f} us per job ({sdk / cpu:.1%} of it); the library's own "
-        f"telemetry code {own * 1e6 / jobs:.0f} us per job ({own / cpu:.1%}; timing costs "
-        f"{cost * 1e6:.1f} us a call, taken off)"
+        f"telemetry code {own * 1e6 / jobs:.0f} us per job ({own / cpu:.1%}); timing a call "
+        f"costs {(inside + outside) * 1e6:.1f} us, taken off"
     )
     for label, seconds in sorted(timing.spent.items(), key=lambda item: -item[1]):
         made = timing.made[label]
-        mine = f" (own {timing.own[label] * 1e6 / jobs:3.0f})" if label in timing.own else ""
         print(
-            f"  {label:26} {made / jobs:4.1f} per job, "
-            f"{seconds / made * 1e6:5.1f} us each, {seconds * 1e6 / jobs:4.0f} us per job{mine}"
+            f"  {label:26} {made / jobs:4.1f} per job, {seconds / made * 1e6:5.1f} us each, "
+            f"{seconds * 1e6 / jobs:4.0f} us per job (own {timing.own[label] * 1e6 / jobs:3.0f})"
         )
-    print("  (a library entry point: all included; own: less the SDK's calls and the timing)")
+    print("  (all included: the timed calls made within; own: less those and the timing)")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,12 @@ class Submission:
         self._task: asyncio.Task[str] | None = None
 
     @property
+    def surely_not_created(self) -> bool:
+        """True if no task was made: no request may have reached the service, or one that did
+        was refused (and no task id came back)."""
+        return not self.sent and self.task_id is None
+
+    @property
     def may_exist(self) -> bool:
         """True if a task may exist whose id is not known: the call left and never came back."""
         return self.task_id is None and self.sent

@@ -827,7 +827,70 @@ async def test_a_job_cancelled_with_its_create_on_the_wire_keeps_its_cost_counte
     assert sim.tasks_created[sim.api_key] == 1
 
 
+async def test_a_job_cancelled_as_its_task_is_made_keeps_its_cost_counted(
+    make_sim: SimFactory,
+) -> None:
+    from kling_async import CreditLimitError
+    from kling_async.batch import JobRunner
+
+    # The cancel comes in the loop turn the session's createTask call ends with a task id,
+    # before the job resumes (a Ctrl-C then): the task exists, so its cost stays counted. The
+    # answer is slow (1 s real) so that the call is seen on its way.
+    sim = await make_sim(
+        faults=FaultConfig(slow=1.0, slow_seconds=200.0, endpoints=frozenset({"createTask"}))
+    )
+    first, second = jobs_of(2)
+    async with session_for(sim) as kling:
+        runner = JobRunner(kling, max_credits=150)
+        running = asyncio.create_task(runner.run(first))
+        calls: list[asyncio.Task[Any]] = []
+        await eventually(
+            lambda: (
+                calls.extend(t for t in asyncio.all_tasks() if t.get_name() == "kling createTask")
+                or calls
+            )
+        )
+        calls[0].add_done_callback(lambda _: running.cancel())
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        await runner.landed()
+        assert not calls[0].cancelled() and calls[0].result()  # the call did end with a task
+        assert sim.tasks_created[sim.api_key] == 1
+        sim.reconfigure(faults=FaultConfig())
+        with pytest.raises(CreditLimitError, match="max_credits"):
+            await runner.run(second)
+    assert sim.tasks_created[sim.api_key] == 1
+
+
+async def test_a_job_cancelled_before_its_create_left_gives_its_cost_back(sim: Simulator) -> None:
+    from kling_async import RateLimit
+    from kling_async.ratelimit import RateLimiter
+    from kling_async.batch import JobRunner
+
+    # One createTask an hour: the second job waits for a slot, and is cancelled there.
+    limiter = RateLimiter(RateLimit(1, 3600.0))
+    first, second, third = jobs_of(3)
+    async with session_for(sim, create_limiter=limiter) as kling:
+        runner = JobRunner(kling, max_credits=250)  # two tasks at 110 credits each
+        assert (await runner.run(first)).task.task_id
+        waiting = asyncio.create_task(runner.run(second))
+        await eventually(lambda: limiter.waiting == 1)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        # Nothing of the second left: its cost is free again, so the third passes the budget
+        # (to wait for the slot in turn) instead of being refused.
+        after = asyncio.create_task(runner.run(third))
+        await eventually(lambda: limiter.waiting == 1 or after.done())
+        assert not after.done()
+        after.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await after
+    assert sim.tasks_created[sim.api_key] == 1
+
+
 async def test_a_create_surely_not_made_gives_its_cost_back(make_sim: SimFactory) -> None:
+    from kling_async import QuotaExceededError
     from kling_async.batch import JobRunner
 
     # Code 433 (a sub-key's quota used up) proves the service made nothing: the next job fits.
@@ -835,7 +898,7 @@ async def test_a_create_surely_not_made_gives_its_cost_back(make_sim: SimFactory
     first, second = jobs_of(2)
     async with session_for(sim) as kling:
         runner = JobRunner(kling, max_credits=150)
-        with pytest.raises(Exception, match="433"):
+        with pytest.raises(QuotaExceededError, match="433"):
             await runner.run(first)
         sim.reconfigure(faults=FaultConfig())
         result = await runner.run(second)

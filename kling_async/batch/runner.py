@@ -173,9 +173,11 @@ class JobRunner(EventReporter):
                     key, token, unknown, wait=True, kind=JobEventKind.CREATED
                 )
             except BaseException:
-                if not sub.sent:  # surely not created: its cost is free again
+                if sub.surely_not_created:  # its cost is free again
                     self._committed -= cost
-                raise  # cancelled on the wire: it may exist (``landings`` records it)
+                # Cancelled on the wire, or as its answer came: the task may exist, or does
+                # (``landings`` records it), and its cost stays counted.
+                raise
             else:  # paid for: a journal that cannot record it never takes back its cost
                 await self.landings.record_created(key, task_id)
             finally:
