@@ -864,8 +864,8 @@ async def test_a_job_cancelled_as_its_task_is_made_keeps_its_cost_counted(
 
 async def test_a_job_cancelled_before_its_create_left_gives_its_cost_back(sim: Simulator) -> None:
     from kling_async import RateLimit
-    from kling_async.ratelimit import RateLimiter
     from kling_async.batch import JobRunner
+    from kling_async.ratelimit import RateLimiter
 
     # One createTask an hour: the second job waits for a slot, and is cancelled there.
     limiter = RateLimiter(RateLimit(1, 3600.0))

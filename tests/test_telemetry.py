@@ -590,9 +590,17 @@ class _OneJob(Sampler):
     def __init__(self, key: str) -> None:
         self.key = key
 
-    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
-        attributes = kwargs.get("attributes", args[4] if len(args) > 4 else None) or {}
-        keep = attributes.get("kling_async.job_key") == self.key
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        keep = (attributes or {}).get("kling_async.job_key") == self.key
         # A sampled span gets the attributes the sampler gives back.
         return (
             SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
@@ -611,7 +619,8 @@ async def test_a_job_not_sampled_records_nothing_and_is_still_counted(
     tracing = TracerProvider(sampler=ParentBased(_OneJob("clip-2")))
     tracing.add_span_processor(SimpleSpanProcessor(exported))
     reader = InMemoryMetricReader()
-    telemetry.configure(tracer_provider=tracing, meter_provider=MeterProvider([reader]))
+    metering = MeterProvider([reader])
+    telemetry.configure(tracer_provider=tracing, meter_provider=metering)
     try:
         outcomes = await run_batch(sim, tmp_path)
         spans = list(exported.get_finished_spans())
@@ -619,6 +628,7 @@ async def test_a_job_not_sampled_records_nothing_and_is_still_counted(
     finally:
         telemetry.configure()
         tracing.shutdown()
+        metering.shutdown()
     assert all(o.ok for o in outcomes)
     # Only the sampled job's tree is there, whole, its events with it: the other jobs' spans
     # (children follow their job) and the shared uploads' root spans were not sampled.
