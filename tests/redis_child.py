@@ -24,9 +24,15 @@ from kling_async.ratelimit import Limiter
 MEDIA = Path(__file__).parent / "media"
 
 
+def say(*words: object) -> None:
+    """One line, written whole: records logged from other threads never cut into it."""
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
+
+
 class _Printer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        print("log", f"{time.monotonic():.6f}", record.getMessage(), flush=True)
+        say("log", f"{time.monotonic():.6f}", record.getMessage())
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -55,9 +61,9 @@ async def main(args: argparse.Namespace) -> None:
     ]
 
     def report(event: JobEvent) -> None:
-        print(event.kind.value, event.job_key, event.task_id or "-", flush=True)
+        say(event.kind.value, event.job_key, event.task_id or "-")
 
-    print("ready", flush=True)
+    say("ready")
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     kling = KlingSession(
         args.key,
@@ -78,11 +84,11 @@ async def main(args: argparse.Namespace) -> None:
     ):
         async for outcome in outcomes:
             what = "ok" if outcome.ok else type(outcome.error).__name__
-            print("outcome", outcome.job.job_key, what, outcome.task_id or "-", flush=True)
+            say("outcome", outcome.job.job_key, what, outcome.task_id or "-")
     if args.shared and args.recheck is not None:
         for limiter in limiters:
             await limiter.aclose()
-    print("finished", flush=True)
+    say("finished")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,9 @@ async def start_workers(
     async def read(worker: Worker) -> None:
         assert worker.proc.stdout is not None
         async for raw in worker.proc.stdout:
-            worker.lines.append(raw.decode().split())
+            # A worker killed in the midst of a line leaves it cut, without its newline.
+            if raw.endswith(b"\n"):
+                worker.lines.append(raw.decode().split())
 
     for worker in workers:
         worker.reader = asyncio.create_task(read(worker))
