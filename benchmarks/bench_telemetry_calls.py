@@ -10,9 +10,8 @@ per job, as a share of the client's CPU per job in the same batch, and how much 
 library's own: each call's time less the timed calls made within it (an SDK call within
 another is counted once) and less the timing's own cost (measured here, per timed call). Not
 counted: the few lines of ``telemetry.traced`` before a step's span starts (a look-up and a
-dict, a few µs per step).
-What it cannot show is the indirect cost (caches, allocation) that the whole-batch comparison
-catches.
+dict, a few µs per step). What it cannot show is the indirect cost (caches, allocation) that
+the whole-batch comparison catches.
 
     python -m benchmarks.bench_telemetry_calls [--jobs 300] [--time-scale 0.05]
 """
